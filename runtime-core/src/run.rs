@@ -1,0 +1,250 @@
+//! Compiling a payload into something runnable, and running it to an exit status.
+//!
+//! [`Runtime::prepare`] does all the work that can fail because of the payload (validate,
+//! compile, resolve imports, find the entrypoint) so the shim can report a bad image at
+//! container create. [`Prepared::run`] then only builds the WASI context and calls the
+//! entrypoint: `_start` for a core module, `wasi:cli/run` for a component.
+
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{
+    InstancePre, Linker, Module, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline,
+};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::bindings::sync::CommandPre;
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
+
+use crate::interrupt::InterruptedBySignal;
+use crate::{
+    EngineSettings, Error, ExitStatus, Interrupter, PayloadKind, Result, WasiConfig, WasmSource,
+};
+
+/// The interface a command component must export.
+const CLI_RUN_INTERFACE: &str = "wasi:cli/run";
+
+/// One engine and what comes with it; create one per process and prepare payloads on it.
+pub struct Runtime {
+    engine: wasmtime::Engine,
+    interrupter: Interrupter,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+/// A payload compiled, linked against WASI and checked for its entrypoint.
+pub struct Prepared {
+    name: String,
+    engine: wasmtime::Engine,
+    entry: Entry,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Entry {
+    Module(InstancePre<ModuleHost>),
+    Command(CommandPre<ComponentHost>),
+}
+
+/// Store data of a WASI preview 1 module.
+struct ModuleHost {
+    wasi: WasiP1Ctx,
+    limits: StoreLimits,
+}
+
+/// Store data of a WASI preview 2 component.
+struct ComponentHost {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for ComponentHost {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl Runtime {
+    /// Builds the engine for `settings`.
+    pub fn new(settings: &EngineSettings) -> Result<Self> {
+        let engine = settings.build_engine()?;
+        let interrupter = Interrupter::new(engine.clone());
+        Ok(Runtime {
+            engine,
+            interrupter,
+        })
+    }
+
+    pub fn engine(&self) -> &wasmtime::Engine {
+        &self.engine
+    }
+
+    /// The handle that stops guests run on this runtime.
+    pub fn interrupter(&self) -> Interrupter {
+        self.interrupter.clone()
+    }
+
+    /// Compiles `source` and checks that it can run as a WASI command.
+    pub fn prepare(&self, source: &WasmSource) -> Result<Prepared> {
+        let name = source.name().to_owned();
+        let entry = match source.kind() {
+            PayloadKind::CoreModule => Entry::Module(self.prepare_module(source)?),
+            PayloadKind::Component => Entry::Command(self.prepare_component(source)?),
+        };
+        Ok(Prepared {
+            name,
+            engine: self.engine.clone(),
+            entry,
+        })
+    }
+
+    fn prepare_module(&self, source: &WasmSource) -> Result<InstancePre<ModuleHost>> {
+        let name = source.name();
+        let module = Module::new(&self.engine, source.bytes()).map_err(|e| Error::Compile {
+            name: name.to_owned(),
+            message: format!("{e:#}"),
+        })?;
+        let has_start = module
+            .get_export("_start")
+            .is_some_and(|export| export.func().is_some());
+        if !has_start {
+            return Err(Error::MissingStart {
+                name: name.to_owned(),
+            });
+        }
+        let mut linker: Linker<ModuleHost> = Linker::new(&self.engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |host| &mut host.wasi)
+            .map_err(|e| link_error(name, e))?;
+        linker
+            .instantiate_pre(&module)
+            .map_err(|e| link_error(name, e))
+    }
+
+    fn prepare_component(&self, source: &WasmSource) -> Result<CommandPre<ComponentHost>> {
+        let name = source.name();
+        let component =
+            Component::new(&self.engine, source.bytes()).map_err(|e| Error::Compile {
+                name: name.to_owned(),
+                message: format!("{e:#}"),
+            })?;
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(&self.engine)
+            .map(|(export, _)| export.to_owned())
+            .collect();
+        if !exports.iter().any(|e| e.starts_with(CLI_RUN_INTERFACE)) {
+            return Err(Error::MissingCliRun {
+                name: name.to_owned(),
+                exports: if exports.is_empty() {
+                    "none".to_owned()
+                } else {
+                    exports.join(", ")
+                },
+            });
+        }
+        let mut linker = wasmtime::component::Linker::new(&self.engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| link_error(name, e))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| link_error(name, e))?;
+        CommandPre::new(pre).map_err(|e| link_error(name, e))
+    }
+}
+
+fn link_error(name: &str, e: wasmtime::Error) -> Error {
+    Error::Link {
+        name: name.to_owned(),
+        message: format!("{e:#}"),
+    }
+}
+
+impl Prepared {
+    /// The payload's name, as given to [`WasmSource`].
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs the guest to completion (or until interrupted) with the WASI surface of `config`.
+    pub fn run(self, mut config: WasiConfig, interrupter: &Interrupter) -> Result<ExitStatus> {
+        let limits = store_limits(config.memory_limit);
+        let mut builder = config.builder()?;
+        let outcome = match self.entry {
+            Entry::Module(pre) => {
+                let host = ModuleHost {
+                    wasi: builder.build_p1(),
+                    limits,
+                };
+                let mut store = Store::new(&self.engine, host);
+                store.limiter(|host| &mut host.limits);
+                arm_interrupts(&mut store, interrupter);
+                pre.instantiate(&mut store)
+                    .and_then(|instance| instance.get_typed_func::<(), ()>(&mut store, "_start"))
+                    .and_then(|start| start.call(&mut store, ()))
+                    .map(|()| 0)
+            }
+            Entry::Command(pre) => {
+                let host = ComponentHost {
+                    ctx: builder.build(),
+                    table: ResourceTable::new(),
+                    limits,
+                };
+                let mut store = Store::new(&self.engine, host);
+                store.limiter(|host| &mut host.limits);
+                arm_interrupts(&mut store, interrupter);
+                pre.instantiate(&mut store)
+                    .and_then(|command| command.wasi_cli_run().call_run(&mut store))
+                    .map(|result| if result.is_ok() { 0 } else { 1 })
+            }
+        };
+        Ok(classify(outcome, interrupter))
+    }
+}
+
+fn store_limits(memory_limit: Option<usize>) -> StoreLimits {
+    let mut limits = StoreLimitsBuilder::new();
+    if let Some(bytes) = memory_limit {
+        limits = limits.memory_size(bytes);
+    }
+    limits.build()
+}
+
+/// Every store checks the interrupt flag at each epoch change; only interrupts move it.
+fn arm_interrupts<T: 'static>(store: &mut Store<T>, interrupter: &Interrupter) {
+    let interrupter = interrupter.clone();
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| match interrupter.requested() {
+        Some(signal) => Err(InterruptedBySignal(signal).into()),
+        None => Ok(UpdateDeadline::Continue(1)),
+    });
+}
+
+/// Turns wasmtime's outcome into an exit status: exit codes, interrupts, traps.
+fn classify(outcome: wasmtime::Result<i32>, interrupter: &Interrupter) -> ExitStatus {
+    match outcome {
+        Ok(code) => ExitStatus::Exited(code),
+        Err(e) => {
+            if let Some(exit) = e.downcast_ref::<I32Exit>() {
+                ExitStatus::Exited(exit.0)
+            } else if let Some(InterruptedBySignal(signal)) = e.downcast_ref() {
+                ExitStatus::Interrupted { signal: *signal }
+            } else if let Some(signal) = interrupter.requested() {
+                ExitStatus::Interrupted { signal }
+            } else {
+                ExitStatus::Trapped {
+                    message: format!("{e:?}"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! A payload's bytes, its digest, and what kind of Wasm binary it is.
+//!
+//! The kind comes from the 8-byte header alone (`\0asm` + version/layer), so a container
+//! whose entrypoint is a shell script or an ELF is refused before anything is compiled.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result};
+
+const MAGIC: [u8; 4] = *b"\0asm";
+const CORE_MODULE_VERSION: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
+/// Component-model binaries: version 0x0d, layer 1.
+const COMPONENT_VERSION: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
+
+/// What a Wasm binary is, read from its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadKind {
+    /// A core module (WASI preview 1 commands).
+    CoreModule,
+    /// A component (WASI preview 2 commands, wasi:http handlers).
+    Component,
+}
+
+impl PayloadKind {
+    /// Classifies `bytes` by their header; `name` is only used in the error.
+    pub fn detect(name: &str, bytes: &[u8]) -> Result<Self> {
+        if bytes.len() < 8 || bytes[..4] != MAGIC {
+            return Err(Error::NotWasm {
+                name: name.to_owned(),
+            });
+        }
+        let version: [u8; 4] = bytes[4..8].try_into().expect("slice of 4");
+        match version {
+            CORE_MODULE_VERSION => Ok(PayloadKind::CoreModule),
+            COMPONENT_VERSION => Ok(PayloadKind::Component),
+            _ => Err(Error::UnknownEncoding {
+                name: name.to_owned(),
+                version,
+            }),
+        }
+    }
+
+    /// True when `bytes` start with the Wasm magic, whatever the version.
+    pub fn has_wasm_magic(bytes: &[u8]) -> bool {
+        bytes.len() >= 4 && bytes[..4] == MAGIC
+    }
+}
+
+/// The bytes of one payload with their sha256 and kind.
+#[derive(Clone)]
+pub struct WasmSource {
+    name: String,
+    bytes: Vec<u8>,
+    digest: [u8; 32],
+    kind: PayloadKind,
+}
+
+impl std::fmt::Debug for WasmSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmSource")
+            .field("name", &self.name)
+            .field("len", &self.bytes.len())
+            .field("digest", &self.digest_hex())
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+impl WasmSource {
+    /// Wraps bytes from anywhere (an OCI layer, a test constant); `name` appears in errors.
+    pub fn from_bytes(name: impl Into<String>, bytes: Vec<u8>) -> Result<Self> {
+        let name = name.into();
+        let kind = PayloadKind::detect(&name, &bytes)?;
+        let digest = Sha256::digest(&bytes).into();
+        Ok(WasmSource {
+            name,
+            bytes,
+            digest,
+            kind,
+        })
+    }
+
+    /// Reads a payload file; `name` is how errors refer to it (the path as the guest sees it).
+    pub fn from_file(name: impl Into<String>, path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(name, bytes)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn kind(&self) -> PayloadKind {
+        self.kind
+    }
+
+    pub fn digest(&self) -> &[u8; 32] {
+        &self.digest
+    }
+
+    pub fn digest_hex(&self) -> String {
+        hex::encode(self.digest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_module_and_component_headers() {
+        assert_eq!(
+            PayloadKind::detect("m", wasmpod_fixtures::wat::HELLO).unwrap(),
+            PayloadKind::CoreModule
+        );
+        assert_eq!(
+            PayloadKind::detect("c", wasmpod_fixtures::p2::HELLO).unwrap(),
+            PayloadKind::Component
+        );
+    }
+
+    #[test]
+    fn refuses_scripts_and_short_files() {
+        let err = PayloadKind::detect("/app.sh", wasmpod_fixtures::NOT_WASM).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("/app.sh is not a WebAssembly binary")
+        );
+        assert!(matches!(
+            PayloadKind::detect("x", b"\0as"),
+            Err(Error::NotWasm { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_unknown_versions() {
+        let err = PayloadKind::detect("x", b"\0asm\x02\0\0\0").unwrap_err();
+        assert!(matches!(err, Error::UnknownEncoding { .. }), "{err}");
+    }
+
+    #[test]
+    fn digest_is_sha256_of_bytes() {
+        let src = WasmSource::from_bytes("m", wasmpod_fixtures::wat::HELLO.to_vec()).unwrap();
+        assert_eq!(
+            src.digest_hex(),
+            hex::encode(Sha256::digest(wasmpod_fixtures::wat::HELLO))
+        );
+    }
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what building and testing wasmpod needs on Debian 12, only what is missing:
+# containerd, runc and busybox-static (tests and the demo), and the wasm32-wasip1 /
+# wasm32-wasip2 Rust targets (test guests). Safe to run again.
+set -euo pipefail
+
+missing=()
+command -v containerd >/dev/null 2>&1 || missing+=(containerd)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' \
+  || missing+=(busybox-static)
+if ((${#missing[@]})); then
+  sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+  # The package enables a system containerd; wasmpod's tests and demo never use it.
+fi
+
+installed_targets=$(rustup target list --installed)
+for target in wasm32-wasip1 wasm32-wasip2; do
+  if ! grep -qx "$target" <<<"$installed_targets"; then
+    echo "setup: adding Rust target $target"
+    rustup target add "$target"
+  fi
+done
+echo "setup: ok"

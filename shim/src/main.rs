@@ -1,0 +1,28 @@
+//! `containerd-shim-wasmpod-v1`: containerd's shim v2 for WebAssembly containers.
+//!
+//! One binary, two roles: the shim (started by containerd with `start`/`delete` or as the
+//! daemon serving the Task API) and, re-executed as `__run`, the runner process of one
+//! container. Nothing is printed to stdout: containerd reads it.
+
+mod error;
+mod events;
+mod launcher;
+mod lifecycle;
+mod os;
+mod protocol;
+mod reaper;
+mod runner;
+mod service;
+mod shim;
+mod state;
+
+/// The runtime type containerd knows this shim by.
+const RUNTIME_ID: &str = "io.containerd.wasmpod.v1";
+
+fn main() {
+    let mut args = std::env::args_os();
+    if args.nth(1).as_deref() == Some(std::ffi::OsStr::new(protocol::RUNNER_SUBCOMMAND)) {
+        std::process::exit(runner::main(args.next()));
+    }
+    containerd_shim::run::<shim::WasmpodShim>(RUNTIME_ID, None);
+}

@@ -1,0 +1,7 @@
+//! The OS layer: mounts, signals and process plumbing. Nothing here knows containerd's API
+//! or Wasm; the lifecycle code above calls these small functions.
+
+pub mod fd;
+pub mod proc_stats;
+pub mod rootfs;
+pub mod signals;

@@ -1,0 +1,122 @@
+//! The runner: the process of one wasm container (`containerd-shim-wasmpod-v1 __run`).
+//!
+//! It prepares the container while the shim waits in Create (spec, stdio, payload compiled),
+//! reports on the status pipe, waits for Start, runs the guest and exits with its code
+//! (see [`wasmpod_runtime_core::exit`] for the table). Signals: SIGTERM, SIGINT, SIGHUP and
+//! SIGQUIT interrupt the guest (exit 128 + signal) even in a tight loop; a guest blocked in
+//! a host call is ended after [`signals::BLOCKED_GUEST_GRACE`]. SIGKILL is the kernel's.
+
+mod signals;
+mod spec;
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read, Write};
+
+use oci_spec::runtime::Spec;
+use wasmpod_runtime_core::locate::resolve_entrypoint;
+use wasmpod_runtime_core::{EngineSettings, ExitStatus, Prepared, Runtime, WasiConfig, WasmSource};
+
+use crate::os::fd;
+use crate::protocol::{RunnerRequest, RunnerStatus, START_FD, STATUS_FD};
+use spec::GuestSpec;
+
+/// Exit code of a runner that could not prepare its container (the shim reports why).
+const PREPARE_FAILED: i32 = 1;
+
+/// A container ready to start.
+struct PreparedContainer {
+    runtime: Runtime,
+    prepared: Prepared,
+    config: WasiConfig,
+    stderr: Option<File>,
+}
+
+/// Runs the runner role; returns the process exit code.
+pub fn main(request_json: Option<OsString>) -> i32 {
+    // SAFETY: the shim passes these two descriptors to every runner and nothing else owns them.
+    let (mut status_pipe, mut start_pipe) =
+        unsafe { (fd::inherited(STATUS_FD), fd::inherited(START_FD)) };
+    let interrupts = signals::install();
+    let prepared = request_json
+        .ok_or_else(|| "runner started without a request".to_owned())
+        .and_then(|json| {
+            serde_json::from_str::<RunnerRequest>(&json.to_string_lossy())
+                .map_err(|e| format!("invalid runner request: {e}"))
+        })
+        .and_then(|request| prepare(&request));
+    let status = match &prepared {
+        Ok(_) => RunnerStatus::Ready,
+        Err(error) => RunnerStatus::Failed {
+            error: error.clone(),
+        },
+    };
+    let line = serde_json::to_string(&status).expect("status serialises");
+    let _ = status_pipe.write_all(line.as_bytes());
+    drop(status_pipe);
+    let Ok(container) = prepared else {
+        return PREPARE_FAILED;
+    };
+    let mut go = [0u8; 1];
+    if !matches!(start_pipe.read(&mut go), Ok(1)) {
+        // Deleted before it was started.
+        return 0;
+    }
+    drop(start_pipe);
+    run(container, &interrupts)
+}
+
+fn prepare(request: &RunnerRequest) -> Result<PreparedContainer, String> {
+    let config_path = request.bundle.join("config.json");
+    let spec = Spec::load(&config_path)
+        .map_err(|e| format!("invalid OCI spec {}: {e}", config_path.display()))?;
+    let guest = GuestSpec::from_spec(&spec, &request.rootfs);
+    let open_err =
+        |what: &str, path: &str, e: std::io::Error| format!("opening {what} {path}: {e}");
+    let stdin = fd::open_input(&request.stdin).map_err(|e| open_err("stdin", &request.stdin, e))?;
+    let stdout =
+        fd::open_output(&request.stdout).map_err(|e| open_err("stdout", &request.stdout, e))?;
+    let stderr =
+        fd::open_output(&request.stderr).map_err(|e| open_err("stderr", &request.stderr, e))?;
+    let args0 = guest.args.first().map(String::as_str).unwrap_or_default();
+    let entrypoint = resolve_entrypoint(&request.rootfs, args0, &guest.cwd, guest.path_env())
+        .map_err(|e| e.to_string())?;
+    let source = WasmSource::from_file(&entrypoint.guest_path, &entrypoint.host_path)
+        .map_err(|e| e.to_string())?;
+    let runtime = Runtime::new(&EngineSettings::commands()).map_err(|e| e.to_string())?;
+    let prepared = runtime.prepare(&source).map_err(|e| e.to_string())?;
+    let stderr_for_traps = stderr.as_ref().and_then(|f| f.try_clone().ok());
+    let config = WasiConfig {
+        args: guest.args,
+        env: guest.env,
+        cwd: Some(guest.cwd),
+        preopens: guest.preopens,
+        stdin,
+        stdout,
+        stderr,
+        memory_limit: guest.memory_limit,
+        allow_network: true,
+    };
+    Ok(PreparedContainer {
+        runtime,
+        prepared,
+        config,
+        stderr: stderr_for_traps,
+    })
+}
+
+fn run(container: PreparedContainer, interrupts: &signals::Interrupts) -> i32 {
+    let interrupter = container.runtime.interrupter();
+    interrupts.attach(interrupter.clone());
+    let status = container.prepared.run(container.config, &interrupter);
+    let status = match status {
+        Ok(status) => status,
+        Err(e) => ExitStatus::Trapped {
+            message: e.to_string(),
+        },
+    };
+    if let (ExitStatus::Trapped { message }, Some(mut stderr)) = (&status, container.stderr) {
+        let _ = writeln!(stderr, "wasmpod: guest trapped: {message}");
+    }
+    status.code()
+}

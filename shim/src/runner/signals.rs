@@ -1,0 +1,70 @@
+//! Turning termination signals into guest interrupts.
+//!
+//! The signals get a no-op handler (so the kernel delivers them even when the runner is the
+//! init of a PID namespace, which drops signals left at their default action), are blocked
+//! in every thread, and are taken by one thread with `sigwait`. That thread interrupts the
+//! guest through wasmtime's epoch and, should the guest sit in a blocking host call, ends
+//! the process after a short grace.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, pthread_sigmask, signal};
+use wasmpod_runtime_core::Interrupter;
+
+/// How long a guest blocked in a host call (sleep, read) has to return after an interrupt.
+pub const BLOCKED_GUEST_GRACE: Duration = Duration::from_millis(20);
+
+const TERMINATING: [Signal; 4] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+
+/// Where signals go once a guest runs.
+#[derive(Clone, Default)]
+pub struct Interrupts {
+    target: Arc<Mutex<Option<Interrupter>>>,
+}
+
+impl Interrupts {
+    /// Sends later signals to the guest run by `interrupter`.
+    pub fn attach(&self, interrupter: Interrupter) {
+        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = Some(interrupter);
+    }
+}
+
+extern "C" fn ignore(_: libc::c_int) {}
+
+/// Installs the handlers and starts the signal thread. Call before any other thread exists.
+pub fn install() -> Interrupts {
+    let interrupts = Interrupts::default();
+    let mut set = SigSet::empty();
+    for sig in TERMINATING {
+        set.add(sig);
+        // SAFETY: the handler does nothing, so it is async-signal-safe.
+        let _ = unsafe { signal(sig, SigHandler::Handler(ignore)) };
+    }
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+    let target = interrupts.target.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            loop {
+                let Ok(sig) = set.wait() else { continue };
+                let code = 128 + sig as i32;
+                let attached = target.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                match attached {
+                    Some(interrupter) => {
+                        interrupter.interrupt(sig as i32);
+                        std::thread::sleep(BLOCKED_GUEST_GRACE);
+                        std::process::exit(code);
+                    }
+                    None => std::process::exit(code),
+                }
+            }
+        })
+        .expect("spawn signal thread");
+    interrupts
+}

@@ -1,0 +1,150 @@
+//! Maps an OCI runtime spec onto the WASI surface of a guest.
+//!
+//! args, env and cwd come from `process`; the rootfs is preopened at `/` (read-only when
+//! `root.readonly`); every directory bind mount becomes a preopen at its destination,
+//! read-only when its options say `ro`. Kernel filesystems (`proc`, `sysfs`, `tmpfs`, ...)
+//! and file bind mounts (`/etc/hosts`) have no WASI meaning and are skipped.
+
+use std::path::Path;
+
+use log::debug;
+use oci_spec::runtime::Spec;
+use wasmpod_runtime_core::{Preopen, WasiConfig};
+
+/// The parts of a spec that shape a guest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuestSpec {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+    pub preopens: Vec<Preopen>,
+    pub memory_limit: Option<usize>,
+}
+
+impl GuestSpec {
+    /// Reads what the guest needs from `spec`; `rootfs` is the mounted root on the host.
+    pub fn from_spec(spec: &Spec, rootfs: &Path) -> Self {
+        let process = spec.process().as_ref();
+        let args = process.and_then(|p| p.args().clone()).unwrap_or_default();
+        let env = WasiConfig::parse_env(
+            process
+                .and_then(|p| p.env().as_ref())
+                .into_iter()
+                .flatten()
+                .map(String::as_str),
+        );
+        let cwd = process
+            .map(|p| p.cwd().display().to_string())
+            .filter(|cwd| !cwd.is_empty())
+            .unwrap_or_else(|| "/".to_owned());
+        let root_read_only = spec
+            .root()
+            .as_ref()
+            .and_then(|root| root.readonly())
+            .unwrap_or(false);
+        let mut preopens = vec![Preopen {
+            host_path: rootfs.to_owned(),
+            guest_path: "/".to_owned(),
+            read_only: root_read_only,
+        }];
+        for mount in spec.mounts().iter().flatten() {
+            let options = mount.options().clone().unwrap_or_default();
+            let is_bind = mount.typ().as_deref() == Some("bind")
+                || options.iter().any(|o| o == "bind" || o == "rbind");
+            let Some(source) = mount.source().as_ref().filter(|_| is_bind) else {
+                continue;
+            };
+            if !source.is_dir() {
+                debug!(
+                    "skipping mount {} -> {}: not a directory",
+                    source.display(),
+                    mount.destination().display()
+                );
+                continue;
+            }
+            preopens.push(Preopen {
+                host_path: source.clone(),
+                guest_path: mount.destination().display().to_string(),
+                read_only: options.iter().any(|o| o == "ro"),
+            });
+        }
+        let memory_limit = spec
+            .linux()
+            .as_ref()
+            .and_then(|linux| linux.resources().as_ref())
+            .and_then(|resources| resources.memory().as_ref())
+            .and_then(|memory| memory.limit())
+            .filter(|limit| *limit > 0)
+            .map(|limit| limit as usize);
+        GuestSpec {
+            args,
+            env,
+            cwd,
+            preopens,
+            memory_limit,
+        }
+    }
+
+    /// The `PATH` of the container's environment, used to find a bare entrypoint name.
+    pub fn path_env(&self) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Spec {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn process_fields_reach_the_guest() {
+        let s = spec(
+            r#"{"ociVersion":"1.0.2","root":{"path":"rootfs","readonly":true},
+               "process":{"args":["/app.wasm","x"],"env":["A=1","PATH=/bin"],"cwd":"/work",
+                          "user":{"uid":0,"gid":0}}}"#,
+        );
+        let guest = GuestSpec::from_spec(&s, Path::new("/b/rootfs"));
+        assert_eq!(guest.args, ["/app.wasm", "x"]);
+        assert_eq!(guest.cwd, "/work");
+        assert_eq!(guest.path_env(), Some("/bin"));
+        assert_eq!(
+            guest.preopens,
+            [Preopen {
+                host_path: "/b/rootfs".into(),
+                guest_path: "/".into(),
+                read_only: true
+            }]
+        );
+    }
+
+    #[test]
+    fn directory_binds_become_preopens_and_others_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hosts");
+        std::fs::write(&file, "").unwrap();
+        let s = spec(&format!(
+            r#"{{"ociVersion":"1.0.2","mounts":[
+                {{"destination":"/proc","type":"proc","source":"proc"}},
+                {{"destination":"/data","type":"bind","source":"{d}","options":["rbind","rw"]}},
+                {{"destination":"/config","source":"{d}","options":["bind","ro"]}},
+                {{"destination":"/etc/hosts","type":"bind","source":"{f}","options":["bind"]}}],
+              "linux":{{"resources":{{"memory":{{"limit":67108864}}}}}}}}"#,
+            d = dir.path().display(),
+            f = file.display()
+        ));
+        let guest = GuestSpec::from_spec(&s, Path::new("/r"));
+        let mounted: Vec<(&str, bool)> = guest
+            .preopens
+            .iter()
+            .map(|p| (p.guest_path.as_str(), p.read_only))
+            .collect();
+        assert_eq!(mounted, [("/", false), ("/data", false), ("/config", true)]);
+        assert_eq!(guest.memory_limit, Some(64 << 20));
+    }
+}

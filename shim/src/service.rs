@@ -1,0 +1,255 @@
+//! The ttrpc Task service: a thin adapter from containerd's messages to [`Containers`].
+//!
+//! Each RPC unpacks its request, calls one lifecycle method and packs the answer; the
+//! lifecycle never sees ttrpc types. RPCs that make no sense for a wasm container answer
+//! `Unimplemented` with a message saying so, at once.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use containerd_shim::api::{
+    ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
+    DeleteResponse, Empty, ExecProcessRequest, KillRequest, PidsRequest, PidsResponse,
+    ResizePtyRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse,
+    StatsRequest, StatsResponse, UpdateTaskRequest, WaitRequest, WaitResponse,
+};
+use containerd_shim::protos::cgroups::metrics::{
+    CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics,
+};
+use containerd_shim::protos::shim::shim::{
+    CheckpointTaskRequest, CloseIORequest, PauseRequest, ResumeRequest,
+};
+use containerd_shim::protos::types::task::ProcessInfo;
+use containerd_shim::{ExitSignal, Task, TtrpcContext, protos::ttrpc};
+use log::debug;
+
+use crate::error::{TaskError, TaskResult};
+use crate::events::to_timestamp;
+use crate::launcher::CreateRequest;
+use crate::lifecycle::Containers;
+use crate::os::{proc_stats, rootfs::RootfsMount};
+
+/// The Task service containerd talks to.
+pub struct TaskService {
+    containers: Arc<Containers>,
+    exit: Arc<ExitSignal>,
+}
+
+impl TaskService {
+    pub fn new(containers: Arc<Containers>, exit: Arc<ExitSignal>) -> Self {
+        TaskService { containers, exit }
+    }
+}
+
+/// Execs are the only extra processes containerd asks for; wasmpod has none.
+fn no_exec(exec_id: &str) -> TaskResult<()> {
+    if exec_id.is_empty() {
+        Ok(())
+    } else {
+        Err(TaskError::unsupported("exec"))
+    }
+}
+
+fn create_request(req: CreateTaskRequest) -> TaskResult<CreateRequest> {
+    if req.terminal {
+        return Err(TaskError::InvalidArgument(format!(
+            "container {}: a terminal (tty) is not supported for wasm containers",
+            req.id
+        )));
+    }
+    if !req.checkpoint.is_empty() {
+        return Err(TaskError::unsupported("restoring from a checkpoint"));
+    }
+    Ok(CreateRequest {
+        id: req.id,
+        bundle: PathBuf::from(req.bundle),
+        rootfs_mounts: req
+            .rootfs
+            .into_iter()
+            .map(|m| RootfsMount {
+                fs_type: m.type_,
+                source: m.source,
+                options: m.options,
+            })
+            .collect(),
+        stdin: req.stdin,
+        stdout: req.stdout,
+        stderr: req.stderr,
+    })
+}
+
+fn metrics(pid: u32) -> TaskResult<Metrics> {
+    let usage = proc_stats::read(pid)
+        .map_err(|e| TaskError::internal(format!("reading usage of pid {pid}"), e))?;
+    let mut metrics = Metrics::new();
+    metrics.cpu = Some(CPUStat {
+        usage: Some(CPUUsage {
+            total: usage.user_ns + usage.system_ns,
+            user: usage.user_ns,
+            kernel: usage.system_ns,
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    })
+    .into();
+    metrics.memory = Some(MemoryStat {
+        rss: usage.rss_bytes,
+        usage: Some(MemoryEntry {
+            usage: usage.rss_bytes,
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    })
+    .into();
+    Ok(metrics)
+}
+
+impl Task for TaskService {
+    fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CreateTaskRequest,
+    ) -> ttrpc::Result<CreateTaskResponse> {
+        debug!("create {}", req.id);
+        let pid = self.containers.create(create_request(req)?)?;
+        Ok(CreateTaskResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
+        no_exec(&req.exec_id)?;
+        let pid = self.containers.start(&req.id)?;
+        Ok(StartResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
+        no_exec(&req.exec_id)?;
+        self.containers.kill(&req.id, req.signal)?;
+        Ok(Empty::new())
+    }
+
+    fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
+        no_exec(&req.exec_id)?;
+        let exit = self.containers.wait(&req.id)?;
+        Ok(WaitResponse {
+            exit_status: exit.status,
+            exited_at: Some(to_timestamp(exit.at)).into(),
+            ..Default::default()
+        })
+    }
+
+    fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
+        no_exec(&req.exec_id)?;
+        let (pid, exit) = self.containers.delete(&req.id)?;
+        Ok(DeleteResponse {
+            pid,
+            exit_status: exit.status,
+            exited_at: Some(to_timestamp(exit.at)).into(),
+            ..Default::default()
+        })
+    }
+
+    fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
+        no_exec(&req.exec_id)?;
+        let info = self.containers.info(&req.id)?;
+        Ok(StateResponse {
+            id: info.id,
+            bundle: info.bundle.display().to_string(),
+            pid: info.pid,
+            status: info.state.api_status().into(),
+            stdin: info.stdin,
+            stdout: info.stdout,
+            stderr: info.stderr,
+            exit_status: info.exit.map_or(0, |e| e.status),
+            exited_at: info.exit.map(|e| to_timestamp(e.at)).into(),
+            ..Default::default()
+        })
+    }
+
+    fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
+        let info = self.containers.info(&req.id)?;
+        let processes = if info.exit.is_none() {
+            vec![ProcessInfo {
+                pid: info.pid,
+                ..Default::default()
+            }]
+        } else {
+            vec![]
+        };
+        Ok(PidsResponse {
+            processes,
+            ..Default::default()
+        })
+    }
+
+    fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
+        let info = self.containers.info(&req.id)?;
+        if info.exit.is_some() {
+            return Err(TaskError::NotFound(format!(
+                "container {}: process already finished",
+                req.id
+            ))
+            .into());
+        }
+        let any = containerd_shim::util::convert_to_any(Box::new(metrics(info.pid)?))
+            .map_err(|e| TaskError::internal("encoding metrics", e))?;
+        Ok(StatsResponse {
+            stats: Some(any).into(),
+            ..Default::default()
+        })
+    }
+
+    fn connect(&self, _ctx: &TtrpcContext, req: ConnectRequest) -> ttrpc::Result<ConnectResponse> {
+        let task_pid = self.containers.info(&req.id).map_or(0, |info| info.pid);
+        Ok(ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            ..Default::default()
+        })
+    }
+
+    fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> ttrpc::Result<Empty> {
+        if self.containers.is_empty() {
+            debug!("no containers left: shutting down");
+            self.exit.signal();
+        }
+        Ok(Empty::new())
+    }
+
+    fn exec(&self, _ctx: &TtrpcContext, _req: ExecProcessRequest) -> ttrpc::Result<Empty> {
+        Err(TaskError::unsupported("exec").into())
+    }
+
+    fn pause(&self, _ctx: &TtrpcContext, _req: PauseRequest) -> ttrpc::Result<Empty> {
+        Err(TaskError::unsupported("pause").into())
+    }
+
+    fn resume(&self, _ctx: &TtrpcContext, _req: ResumeRequest) -> ttrpc::Result<Empty> {
+        Err(TaskError::unsupported("resume").into())
+    }
+
+    fn checkpoint(&self, _ctx: &TtrpcContext, _req: CheckpointTaskRequest) -> ttrpc::Result<Empty> {
+        Err(TaskError::unsupported("checkpoint").into())
+    }
+
+    fn update(&self, _ctx: &TtrpcContext, _req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
+        Err(TaskError::unsupported("update").into())
+    }
+
+    fn resize_pty(&self, _ctx: &TtrpcContext, _req: ResizePtyRequest) -> ttrpc::Result<Empty> {
+        Err(TaskError::unsupported("resize pty").into())
+    }
+
+    fn close_io(&self, _ctx: &TtrpcContext, _req: CloseIORequest) -> ttrpc::Result<Empty> {
+        // Stdin is read by the guest directly from containerd's FIFO; nothing to close here.
+        Ok(Empty::new())
+    }
+}

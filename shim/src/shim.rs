@@ -1,0 +1,128 @@
+//! The shim's process-level entry points for containerd: `start` (find or spawn the pod's
+//! shim daemon), `delete` (clean up after a dead shim) and the daemon's task service.
+//!
+//! Grouping: all containers whose spec carries the same `io.kubernetes.cri.sandbox-id`
+//! annotation share one daemon (one shim per pod); other containers get one each.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use containerd_shim::api::DeleteResponse;
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{Config, ExitSignal, Flags, StartOpts};
+use log::{info, warn};
+
+use crate::events::{EventSink, RemoteEvents, to_timestamp};
+use crate::launcher::RunnerLauncher;
+use crate::lifecycle::Containers;
+use crate::os::{rootfs, signals};
+use crate::service::TaskService;
+
+/// The spec annotation CRI sets on every container of a pod.
+pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+
+pub struct WasmpodShim {
+    namespace: String,
+    id: String,
+    exit: Arc<ExitSignal>,
+}
+
+/// The grouping id of the container whose bundle is `bundle`.
+pub fn grouping_id(bundle: &Path, container_id: &str) -> String {
+    let annotation = std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|spec| {
+            spec.pointer(&format!(
+                "/annotations/{}",
+                SANDBOX_ID_ANNOTATION.replace('~', "~0").replace('/', "~1")
+            ))
+            .and_then(|v| v.as_str().map(str::to_owned))
+        });
+    annotation.unwrap_or_else(|| container_id.to_owned())
+}
+
+impl containerd_shim::Shim for WasmpodShim {
+    type T = TaskService;
+
+    fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        WasmpodShim {
+            namespace: args.namespace.clone(),
+            id: args.id.clone(),
+            exit: Arc::new(ExitSignal::default()),
+        }
+    }
+
+    fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        let bundle = std::env::current_dir().map_err(|e| containerd_shim::Error::IoError {
+            context: "reading the bundle directory".into(),
+            err: e,
+        })?;
+        let grouping = grouping_id(&bundle, &opts.id);
+        let address = opts.socket_address(&grouping);
+        // The pod's shim already runs: hand containerd its socket instead of a new daemon.
+        if containerd_shim::util::connect(&address).is_ok_and(|fd| {
+            let _ = nix::unistd::close(fd);
+            true
+        }) {
+            containerd_shim::util::write_address(&address)?;
+            return Ok(address);
+        }
+        let (_pid, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
+        containerd_shim::util::write_address(&address)?;
+        Ok(address)
+    }
+
+    fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        let bundle = std::env::current_dir().map_err(|e| containerd_shim::Error::IoError {
+            context: "reading the bundle directory".into(),
+            err: e,
+        })?;
+        let pid = crate::launcher::read_runner_pid(&bundle);
+        if let Some(pid) = pid {
+            match signals::send(pid, libc::SIGKILL as u32) {
+                Ok(true) => info!("killed leftover runner {pid} of {}", self.id),
+                Ok(false) => {}
+                Err(e) => warn!("killing leftover runner {pid} of {}: {e}", self.id),
+            }
+        }
+        if let Err(e) = rootfs::unmount(&bundle.join("rootfs")) {
+            warn!("cleaning up {}: {e}", self.id);
+        }
+        Ok(DeleteResponse {
+            pid: pid.unwrap_or(0),
+            exit_status: 128 + libc::SIGKILL as u32,
+            exited_at: Some(to_timestamp(std::time::SystemTime::now())).into(),
+            ..Default::default()
+        })
+    }
+
+    fn wait(&mut self) {
+        self.exit.wait();
+    }
+
+    fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
+        let events: Arc<dyn EventSink> =
+            Arc::new(RemoteEvents::new(publisher, self.namespace.clone()));
+        let containers = Arc::new(Containers::new(Box::new(RunnerLauncher), events));
+        crate::reaper::forward_exits(containers.clone());
+        TaskService::new(containers, self.exit.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_by_sandbox_annotation_else_container_id() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(grouping_id(dir.path(), "c1"), "c1");
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"pod-123"}}"#,
+        )
+        .unwrap();
+        assert_eq!(grouping_id(dir.path(), "c1"), "pod-123");
+    }
+}

@@ -1,0 +1,493 @@
+//! End-to-end tests of the wasmpod shim through a private containerd and `ctr`:
+//! `ctr run --runtime io.containerd.wasmpod.v1` of wasm images built in the test.
+//!
+//! Needs root, containerd, runc and the built shim (`cargo build -p
+//! containerd-shim-wasmpod`); every test fails with a clear message when they are missing.
+//! Each test starts its own containerd ([`Containerd`]) and checks at the end that nothing
+//! (shim process, mount, FIFO, shim socket, container record) was left behind.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ExitStatus};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use wasmpod_fixtures::{p1, p2, wat};
+use wasmpod_test::containerd::{Containerd, RUNTIME, require_root_and_containerd};
+use wasmpod_test::image::ImageBuilder;
+
+/// Time a guest may take to stop after SIGTERM/SIGKILL (DESIGN: "promptly").
+const STOP_WITHIN: Duration = Duration::from_secs(3);
+
+fn containerd() -> Containerd {
+    require_root_and_containerd();
+    Containerd::start().expect("start private containerd with the wasmpod shim")
+}
+
+/// Build a `wasip1/wasm` image `localhost/wasmpod/<name>:latest` whose entrypoint is
+/// `entry` and which holds `files`, import it, and return its reference.
+fn image(c: &Containerd, name: &str, entry: &str, files: &[(&str, &[u8])]) -> String {
+    let reference = format!("localhost/wasmpod/{name}:latest");
+    let mut b = ImageBuilder::new(&reference)
+        .platform("wasip1", "wasm")
+        .entrypoint([entry]);
+    for (path, bytes) in files {
+        b = b.file(*path, bytes.to_vec(), 0o755);
+    }
+    let tar = c.dir().join(format!("{name}.tar"));
+    b.write_tar(&tar).expect("write image tar");
+    c.import(&tar).expect("import image");
+    reference
+}
+
+/// The usual one-file image: `/<name>.wasm` as entrypoint.
+fn wasm_image(c: &Containerd, name: &str, wasm: &[u8]) -> (String, String) {
+    let entry = format!("/{name}.wasm");
+    let reference = image(c, name, &entry, &[(&entry, wasm)]);
+    (reference, entry)
+}
+
+/// Assert nothing is left: no shim process, mount, FIFO, socket, container or task, and
+/// containerd still answers.
+fn assert_clean(c: &Containerd) {
+    let left = c.wait_no_leftovers(Duration::from_secs(10));
+    assert!(left.is_empty(), "left behind:\n{left}");
+    assert!(c.is_alive(), "containerd no longer answers `ctr version`");
+    let containers = c
+        .ctr(["containers", "ls", "-q"])
+        .expect("ctr containers ls");
+    assert_eq!(
+        containers.stdout.trim(),
+        "",
+        "containers left: {containers}"
+    );
+    let tasks = c.ctr(["tasks", "ls", "-q"]).expect("ctr tasks ls");
+    assert_eq!(tasks.stdout.trim(), "", "tasks left: {tasks}");
+}
+
+/// Wait until `ctr task ls` shows `id` RUNNING with a pid; returns the pid.
+fn wait_running(c: &Containerd, id: &str) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ls = c.ctr(["tasks", "ls"]).expect("ctr tasks ls");
+        // TASK PID STATUS
+        let row = ls
+            .stdout_lines()
+            .into_iter()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|cols| cols.first() == Some(&id));
+        if let Some(cols) = &row
+            && cols.get(2) == Some(&"RUNNING")
+        {
+            let pid: u32 = cols[1].parse().expect("pid column");
+            assert!(pid > 0, "RUNNING task without a pid: {ls}");
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} not RUNNING within 30s: {ls}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A foreground `ctr run` running in the background, its stdout lines on a channel.
+struct Foreground {
+    child: Child,
+    lines: Receiver<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl Foreground {
+    fn spawn(c: &Containerd, args: &[&str]) -> Self {
+        let fifo = c.fifo_dir();
+        let mut full = vec!["run", "--fifo-dir", fifo.to_str().expect("utf-8 path")];
+        full.extend_from_slice(args);
+        let mut child = c.ctr_spawn(full).expect("spawn ctr run");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+            s
+        });
+        Self {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    fn expect_line(&self, want: &str) {
+        let line = self.lines.recv_timeout(Duration::from_secs(30));
+        assert_eq!(line.as_deref(), Ok(want), "first stdout line of the guest");
+    }
+
+    /// Wait for `ctr run` to exit; returns its status, the time it took and its stderr.
+    fn wait(mut self, timeout: Duration) -> (ExitStatus, Duration, String) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                let elapsed = start.elapsed();
+                let stderr = self.stderr.join().unwrap_or_default();
+                return (status, elapsed, stderr);
+            }
+            if start.elapsed() > timeout {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "ctr run still running {timeout:?} after the kill; stderr: {}",
+                    self.stderr.join().unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+fn run_hello(c: &Containerd, wasm: &[u8], id: &str) {
+    let (img, _) = wasm_image(c, id, wasm);
+    let out = c
+        .run(["--rm", "--runtime", RUNTIME, &img, id])
+        .expect("ctr run");
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(out.stdout_lines(), ["hello from wasm"], "{out}");
+    assert_clean(c);
+}
+
+#[test]
+fn hello_p1_module() {
+    let c = containerd();
+    run_hello(&c, p1::HELLO, "hello-p1");
+}
+
+#[test]
+fn hello_p2_component() {
+    let c = containerd();
+    run_hello(&c, p2::HELLO, "hello-p2");
+}
+
+#[test]
+fn exit_code_propagates_to_ctr_run() {
+    let c = containerd();
+    let (img, entry) = wasm_image(&c, "exit-code", p1::EXIT_CODE);
+    let out = c
+        .run([
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            &img,
+            "exit-code",
+            &entry,
+            "42",
+        ])
+        .expect("ctr run");
+    assert_eq!(out.code(), Some(42), "{out}");
+    assert_clean(&c);
+}
+
+#[test]
+fn args_and_env_reach_the_guest() {
+    let c = containerd();
+    let (img, entry) = wasm_image(&c, "args-env", p1::ARGS_ENV);
+    let out = c
+        .run([
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--env",
+            "FOO=bar",
+            &img,
+            "args-env",
+            &entry,
+            "a",
+            "b c",
+        ])
+        .expect("ctr run");
+    assert_eq!(out.code(), Some(0), "{out}");
+    let lines = out.stdout_lines();
+    let args: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("arg["))
+        .collect();
+    assert_eq!(
+        args,
+        [format!("arg[0]={entry}").as_str(), "arg[1]=a", "arg[2]=b c"],
+        "{out}"
+    );
+    assert!(lines.contains(&"env:FOO=bar"), "{out}");
+    assert_clean(&c);
+}
+
+/// Foreground `ctr run` of a long-running guest, killed from outside with `signal`:
+/// `ctr run` must exit with `want`, promptly.
+fn kill_foreground(
+    wasm: &[u8],
+    name: &str,
+    args: &[&str],
+    first_line: &str,
+    signal: &str,
+    want: i32,
+) {
+    let c = containerd();
+    let (img, entry) = wasm_image(&c, name, wasm);
+    let mut run_args = vec![
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        img.as_str(),
+        name,
+        entry.as_str(),
+    ];
+    run_args.extend_from_slice(args);
+    let fg = Foreground::spawn(&c, &run_args);
+    fg.expect_line(first_line);
+    wait_running(&c, name);
+
+    let kill = c
+        .ctr(["tasks", "kill", "-s", signal, name])
+        .expect("ctr tasks kill");
+    assert!(kill.success(), "{kill}");
+    let (status, elapsed, stderr) = fg.wait(Duration::from_secs(30));
+    eprintln!("{name}: {signal} stopped the task in {elapsed:?}");
+    assert_eq!(status.code(), Some(want), "ctr run stderr: {stderr}");
+    assert_eq!(c.exit_status(name), Some(want as u32), "/tasks/exit event");
+    assert!(
+        elapsed < STOP_WITHIN,
+        "{signal} took {elapsed:?} to stop the guest (limit {STOP_WITHIN:?})"
+    );
+    assert_clean(&c);
+}
+
+#[test]
+fn sigterm_stops_sleeping_guest_with_143() {
+    kill_foreground(
+        p1::SLEEP,
+        "sleep-term",
+        &["600"],
+        "sleeping",
+        "SIGTERM",
+        143,
+    );
+}
+
+#[test]
+fn sigkill_stops_sleeping_guest_with_137() {
+    kill_foreground(
+        p1::SLEEP,
+        "sleep-kill",
+        &["600"],
+        "sleeping",
+        "SIGKILL",
+        137,
+    );
+}
+
+#[test]
+fn sigterm_stops_spinning_guest_with_143() {
+    kill_foreground(p1::SPIN, "spin-term", &[], "spinning", "SIGTERM", 143);
+}
+
+#[test]
+fn detached_sleep_killed_then_deleted() {
+    let c = containerd();
+    let (img, entry) = wasm_image(&c, "sleep-detached", p1::SLEEP);
+    let out = c
+        .run([
+            "-d",
+            "--null-io",
+            "--runtime",
+            RUNTIME,
+            &img,
+            "sleep-detached",
+            &entry,
+            "600",
+        ])
+        .expect("ctr run -d");
+    assert!(out.success(), "{out}");
+    wait_running(&c, "sleep-detached");
+
+    let start = Instant::now();
+    let kill = c
+        .ctr(["tasks", "kill", "-s", "SIGTERM", "sleep-detached"])
+        .expect("ctr tasks kill");
+    assert!(kill.success(), "{kill}");
+    let status = c.wait_exit("sleep-detached", Duration::from_secs(30));
+    let elapsed = start.elapsed();
+    eprintln!("detached sleep: SIGTERM stopped the task in {elapsed:?}");
+    assert_eq!(status, Some(143), "/tasks/exit event");
+    assert!(elapsed < STOP_WITHIN, "SIGTERM took {elapsed:?}");
+    let ls = c.ctr(["tasks", "ls"]).expect("ctr tasks ls");
+    assert!(
+        ls.stdout_lines()
+            .iter()
+            .any(|l| l.starts_with("sleep-detached") && l.ends_with("STOPPED")),
+        "{ls}"
+    );
+
+    let del = c
+        .ctr(["tasks", "delete", "sleep-detached"])
+        .expect("delete");
+    assert!(del.success(), "{del}");
+    let rm = c.ctr(["containers", "rm", "sleep-detached"]).expect("rm");
+    assert!(rm.success(), "{rm}");
+    assert_clean(&c);
+}
+
+#[test]
+fn two_containers_of_one_sandbox_share_one_shim() {
+    let c = containerd();
+    let (img, entry) = wasm_image(&c, "grouped", p1::SLEEP);
+    let group = format!("sandbox-{}", std::process::id());
+    c.note_group(&group);
+    let annotation = format!("io.kubernetes.cri.sandbox-id={group}");
+    for id in ["grouped-a", "grouped-b"] {
+        let out = c
+            .run([
+                "-d",
+                "--null-io",
+                "--runtime",
+                RUNTIME,
+                "--annotation",
+                &annotation,
+                &img,
+                id,
+                &entry,
+                "600",
+            ])
+            .expect("ctr run -d");
+        assert!(out.success(), "{out}");
+        wait_running(&c, id);
+    }
+    let daemons = c.shim_daemons();
+    assert_eq!(
+        daemons.len(),
+        1,
+        "expected one shim for the sandbox, got {daemons:#?}"
+    );
+
+    for id in ["grouped-a", "grouped-b"] {
+        let kill = c.ctr(["tasks", "kill", "-s", "SIGKILL", id]).expect("kill");
+        assert!(kill.success(), "{kill}");
+        assert_eq!(c.wait_exit(id, Duration::from_secs(30)), Some(137), "{id}");
+        let del = c.ctr(["tasks", "delete", id]).expect("delete");
+        assert!(del.success(), "{del}");
+        let rm = c.ctr(["containers", "rm", id]).expect("rm");
+        assert!(rm.success(), "{rm}");
+    }
+    assert_clean(&c);
+}
+
+#[test]
+fn delete_after_exit_leaves_nothing_behind() {
+    let c = containerd();
+    let (img, _) = wasm_image(&c, "hello-detached", p1::HELLO);
+    let out = c
+        .run([
+            "-d",
+            "--null-io",
+            "--runtime",
+            RUNTIME,
+            &img,
+            "hello-detached",
+        ])
+        .expect("ctr run -d");
+    assert!(out.success(), "{out}");
+    assert_eq!(
+        c.wait_exit("hello-detached", Duration::from_secs(30)),
+        Some(0)
+    );
+    let del = c
+        .ctr(["tasks", "delete", "hello-detached"])
+        .expect("delete");
+    assert!(del.success(), "{del}");
+    let rm = c.ctr(["containers", "rm", "hello-detached"]).expect("rm");
+    assert!(rm.success(), "{rm}");
+    assert_clean(&c);
+}
+
+/// `ctr run --rm` of an image whose entrypoint is `entry` must fail, with stderr (case
+/// folded) containing, for every group in `expect`, at least one of its alternatives; and
+/// leave nothing behind.
+fn assert_rejected(name: &str, entry: &str, files: &[(&str, &[u8])], expect: &[&[&str]]) {
+    let c = containerd();
+    let img = image(&c, name, entry, files);
+    let out = c
+        .run(["--rm", "--runtime", RUNTIME, &img, name])
+        .expect("ctr run");
+    assert!(!out.success(), "bad image {name} ran: {out}");
+    let stderr = out.stderr.to_lowercase();
+    for group in expect {
+        assert!(
+            group.iter().any(|s| stderr.contains(&s.to_lowercase())),
+            "stderr names none of {group:?}: {out}"
+        );
+    }
+    // ctr may keep the container record when task creation failed.
+    let ls = c.ctr(["containers", "ls", "-q"]).expect("ls");
+    if ls.stdout.lines().any(|l| l.trim() == name) {
+        let rm = c.ctr(["containers", "rm", name]).expect("rm");
+        assert!(rm.success(), "{rm}");
+    }
+    assert_clean(&c);
+}
+
+#[test]
+fn rejects_a_file_that_is_not_wasm() {
+    // Neither wasm magic, ELF nor `#!` (a shebang would make it a Linux container).
+    let bytes: &[u8] = b"plain text, neither a module nor a program\n";
+    assert_rejected(
+        "not-wasm",
+        "/app.wasm",
+        &[("/app.wasm", bytes)],
+        &[&["not a webassembly", "not wasm", "not a wasm"]],
+    );
+}
+
+#[test]
+fn rejects_a_missing_entrypoint() {
+    assert_rejected(
+        "missing-entry",
+        "/missing.wasm",
+        &[("/hello.wasm", p1::HELLO)],
+        &[&["/missing.wasm"], &["not found", "no such file"]],
+    );
+}
+
+#[test]
+fn rejects_a_truncated_module() {
+    assert_rejected(
+        "truncated",
+        "/truncated.wasm",
+        &[("/truncated.wasm", wat::TRUNCATED_MODULE)],
+        &[&["compile", "invalid", "failed to parse"]],
+    );
+}
+
+#[test]
+fn rejects_a_module_without_start() {
+    assert_rejected(
+        "no-start",
+        "/no_start.wasm",
+        &[("/no_start.wasm", wat::NO_START)],
+        &[&["_start"]],
+    );
+}
+
+#[test]
+fn rejects_a_component_without_cli_run() {
+    assert_rejected(
+        "component-no-run",
+        "/component.wasm",
+        &[("/component.wasm", wat::COMPONENT_NO_RUN)],
+        &[&["wasi:cli/run"]],
+    );
+}
