@@ -127,7 +127,7 @@ mod tests {
 
     #[test]
     fn refuses_scripts_and_short_files() {
-        let err = PayloadKind::detect("/app.sh", wasmpod_fixtures::NOT_WASM).unwrap_err();
+        let err = PayloadKind::detect("/app.sh", wasmpod_fixtures::wat::NOT_WASM).unwrap_err();
         assert!(
             err.to_string()
                 .contains("/app.sh is not a WebAssembly binary")

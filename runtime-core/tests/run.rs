@@ -188,10 +188,10 @@ fn libc_sigterm() -> i32 {
 
 #[test]
 fn bad_payloads_are_refused_with_named_errors() {
-    let not_wasm = prepare_err(wasmpod_fixtures::NOT_WASM).to_string();
+    let not_wasm = prepare_err(wasmpod_fixtures::wat::NOT_WASM).to_string();
     assert!(not_wasm.contains("not a WebAssembly binary"), "{not_wasm}");
 
-    let truncated = prepare_err(wasmpod_fixtures::TRUNCATED_MODULE);
+    let truncated = prepare_err(wasmpod_fixtures::wat::TRUNCATED_MODULE);
     assert!(matches!(truncated, Error::Compile { .. }), "{truncated}");
 
     let no_start = prepare_err(wat::NO_START);
