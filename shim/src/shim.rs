@@ -59,7 +59,7 @@ impl containerd_shim::Shim for WasmpodShim {
             err: e,
         })?;
         let grouping = grouping_id(&bundle, &opts.id);
-        let address = opts.socket_address(&grouping);
+        let address = containerd_shim::socket_address(&opts.address, &opts.namespace, &grouping);
         // The pod's shim already runs: hand containerd its socket instead of a new daemon.
         if containerd_shim::util::connect(&address).is_ok_and(|fd| {
             let _ = nix::unistd::close(fd);
