@@ -8,6 +8,7 @@ mod error;
 mod events;
 mod launcher;
 mod lifecycle;
+mod logging;
 mod os;
 mod protocol;
 mod reaper;
@@ -24,5 +25,10 @@ fn main() {
     if args.nth(1).as_deref() == Some(std::ffi::OsStr::new(protocol::RUNNER_SUBCOMMAND)) {
         std::process::exit(runner::main(args.next()));
     }
-    containerd_shim::run::<shim::WasmpodShim>(RUNTIME_ID, None);
+    // The crate's FIFO logger livelocks when the FIFO loses its reader; see `logging`.
+    let config = containerd_shim::Config {
+        no_setup_logger: true,
+        ..Default::default()
+    };
+    containerd_shim::run::<shim::WasmpodShim>(RUNTIME_ID, Some(config));
 }

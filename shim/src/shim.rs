@@ -23,6 +23,7 @@ pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 
 pub struct WasmpodShim {
     namespace: String,
+    debug: bool,
     id: String,
     exit: Arc<ExitSignal>,
 }
@@ -48,6 +49,7 @@ impl containerd_shim::Shim for WasmpodShim {
     fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
         WasmpodShim {
             namespace: args.namespace.clone(),
+            debug: args.debug,
             id: args.id.clone(),
             exit: Arc::new(ExitSignal::default()),
         }
@@ -102,6 +104,7 @@ impl containerd_shim::Shim for WasmpodShim {
     }
 
     fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
+        crate::logging::init(self.debug);
         let events: Arc<dyn EventSink> =
             Arc::new(RemoteEvents::new(publisher, self.namespace.clone()));
         let containers = Arc::new(Containers::new(Box::new(RunnerLauncher), events));
