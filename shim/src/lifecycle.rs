@@ -337,7 +337,6 @@ mod tests {
                 TaskEvent::Delete {
                     id, exit_status, ..
                 } => format!("delete {id} {exit_status}"),
-                TaskEvent::Oom { id } => format!("oom {id}"),
             })
             .collect()
     }

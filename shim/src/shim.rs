@@ -25,6 +25,8 @@ pub struct WasmpodShim {
     namespace: String,
     debug: bool,
     id: String,
+    /// The daemon's socket (`unix://...`), empty for `start`/`delete`.
+    socket: String,
     exit: Arc<ExitSignal>,
 }
 
@@ -51,6 +53,7 @@ impl containerd_shim::Shim for WasmpodShim {
             namespace: args.namespace.clone(),
             debug: args.debug,
             id: args.id.clone(),
+            socket: args.socket.clone(),
             exit: Arc::new(ExitSignal::default()),
         }
     }
@@ -101,6 +104,15 @@ impl containerd_shim::Shim for WasmpodShim {
 
     fn wait(&mut self) {
         self.exit.wait();
+        // The crate removes the socket named in the first container's bundle, which
+        // containerd may have deleted already in a shared shim: remove it here.
+        let path = self.socket.trim_start_matches("unix://");
+        if !path.is_empty()
+            && let Err(e) = std::fs::remove_file(path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!("removing shim socket {path}: {e}");
+        }
     }
 
     fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
