@@ -39,7 +39,7 @@ impl EngineSettings {
         // Kill, SIGTERM and timeouts interrupt even a guest spinning in a loop.
         config.epoch_interruption(true);
         config.wasm_component_model(true);
-        config.cranelift_opt_level(self.opt_level.clone());
+        config.cranelift_opt_level(self.opt_level);
         config.parallel_compilation(self.parallel_compilation);
         config
     }

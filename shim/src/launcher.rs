@@ -83,9 +83,9 @@ impl Launcher for RunnerLauncher {
             stdout: request.stdout.clone(),
             stderr: request.stderr.clone(),
         };
-        let process = spawn_runner(&runner_request).and_then(|mut process| {
+        let process = spawn_runner(&runner_request).map(|mut process| {
             process.rootfs = mounted.then(|| rootfs.clone());
-            Ok(process)
+            process
         });
         match process {
             Ok(process) => {
