@@ -60,6 +60,10 @@ pub enum Error {
     #[error("preparing WASI for {what}: {message}")]
     Wasi { what: String, message: String },
 
+    /// The compiled-module cache could not be used.
+    #[error("module cache {path}: {message}")]
+    Cache { path: PathBuf, message: String },
+
     /// Creating the wasmtime engine failed.
     #[error("creating the wasmtime engine: {0}")]
     Engine(String),

@@ -3,12 +3,13 @@
 //! A container's life through this crate:
 //! 1. [`locate::resolve_entrypoint`] finds the `.wasm` named by `process.args[0]` in a rootfs;
 //! 2. [`WasmSource`] holds its bytes and digest, [`PayloadKind`] says module or component;
-//! 3. [`Runtime::prepare`] compiles it with the one [`wasmtime::Engine`] built by
+//! 3. [`Runtime::prepare`] loads it from the node's [`ModuleCache`] or compiles it with the one [`wasmtime::Engine`] built by
 //!    [`engine::EngineSettings`] and checks it can run (imports satisfied, entrypoint present),
 //!    so bad payloads fail before the container is reported as created;
 //! 4. [`Prepared::run`] builds the WASI context from a [`WasiConfig`] and runs the guest to
 //!    an [`ExitStatus`]; an [`Interrupter`] stops it from another thread (kill, signals).
 
+pub mod cache;
 pub mod engine;
 pub mod error;
 pub mod exit;
@@ -18,6 +19,7 @@ mod run;
 pub mod source;
 pub mod wasi;
 
+pub use cache::ModuleCache;
 pub use engine::EngineSettings;
 pub use error::Error;
 pub use exit::ExitStatus;

@@ -13,9 +13,11 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
+use crate::cache::Compiled;
 use crate::interrupt::InterruptedBySignal;
 use crate::{
-    EngineSettings, Error, ExitStatus, Interrupter, PayloadKind, Result, WasiConfig, WasmSource,
+    EngineSettings, Error, ExitStatus, Interrupter, ModuleCache, PayloadKind, Result, WasiConfig,
+    WasmSource,
 };
 
 /// The interface a command component must export.
@@ -25,6 +27,7 @@ const CLI_RUN_INTERFACE: &str = "wasi:cli/run";
 pub struct Runtime {
     engine: wasmtime::Engine,
     interrupter: Interrupter,
+    cache: Option<ModuleCache>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -83,6 +86,36 @@ impl Runtime {
         Ok(Runtime {
             engine,
             interrupter,
+            cache: None,
+        })
+    }
+
+    /// Loads compiled code from `cache` (and stores what it compiles there).
+    pub fn with_cache(mut self, cache: ModuleCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    pub fn cache(&self) -> Option<&ModuleCache> {
+        self.cache.as_ref()
+    }
+
+    /// Compiled code for `source`: from the cache when there is one, else compiled here.
+    fn compile(&self, source: &WasmSource) -> Result<Compiled> {
+        if let Some(cache) = &self.cache {
+            return cache.load_or_compile(&self.engine, source);
+        }
+        let compile_error = |e: wasmtime::Error| Error::Compile {
+            name: source.name().to_owned(),
+            message: format!("{e:#}"),
+        };
+        Ok(match source.kind() {
+            PayloadKind::CoreModule => {
+                Compiled::Module(Module::new(&self.engine, source.bytes()).map_err(compile_error)?)
+            }
+            PayloadKind::Component => Compiled::Component(
+                Component::new(&self.engine, source.bytes()).map_err(compile_error)?,
+            ),
         })
     }
 
@@ -98,9 +131,11 @@ impl Runtime {
     /// Compiles `source` and checks that it can run as a WASI command.
     pub fn prepare(&self, source: &WasmSource) -> Result<Prepared> {
         let name = source.name().to_owned();
-        let entry = match source.kind() {
-            PayloadKind::CoreModule => Entry::Module(self.prepare_module(source)?),
-            PayloadKind::Component => Entry::Command(self.prepare_component(source)?),
+        let entry = match self.compile(source)? {
+            Compiled::Module(module) => Entry::Module(self.prepare_module(source, module)?),
+            Compiled::Component(component) => {
+                Entry::Command(self.prepare_component(source, component)?)
+            }
         };
         Ok(Prepared {
             name,
@@ -109,12 +144,12 @@ impl Runtime {
         })
     }
 
-    fn prepare_module(&self, source: &WasmSource) -> Result<InstancePre<ModuleHost>> {
+    fn prepare_module(
+        &self,
+        source: &WasmSource,
+        module: Module,
+    ) -> Result<InstancePre<ModuleHost>> {
         let name = source.name();
-        let module = Module::new(&self.engine, source.bytes()).map_err(|e| Error::Compile {
-            name: name.to_owned(),
-            message: format!("{e:#}"),
-        })?;
         let has_start = module
             .get_export("_start")
             .is_some_and(|export| export.func().is_some());
@@ -131,13 +166,12 @@ impl Runtime {
             .map_err(|e| link_error(name, e))
     }
 
-    fn prepare_component(&self, source: &WasmSource) -> Result<CommandPre<ComponentHost>> {
+    fn prepare_component(
+        &self,
+        source: &WasmSource,
+        component: Component,
+    ) -> Result<CommandPre<ComponentHost>> {
         let name = source.name();
-        let component =
-            Component::new(&self.engine, source.bytes()).map_err(|e| Error::Compile {
-                name: name.to_owned(),
-                message: format!("{e:#}"),
-            })?;
         let exports: Vec<String> = component
             .component_type()
             .exports(&self.engine)

@@ -14,6 +14,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 
 use oci_spec::runtime::Spec;
+use wasmpod_runtime_core::cache::{self, ModuleCache};
 use wasmpod_runtime_core::locate::resolve_entrypoint;
 use wasmpod_runtime_core::{EngineSettings, ExitStatus, Prepared, Runtime, WasiConfig, WasmSource};
 
@@ -84,6 +85,10 @@ fn prepare(request: &RunnerRequest) -> Result<PreparedContainer, String> {
     let source = WasmSource::from_file(&entrypoint.guest_path, &entrypoint.host_path)
         .map_err(|e| e.to_string())?;
     let runtime = Runtime::new(&EngineSettings::commands()).map_err(|e| e.to_string())?;
+    let runtime = match open_cache() {
+        Some(cache) => runtime.with_cache(cache),
+        None => runtime,
+    };
     let prepared = runtime.prepare(&source).map_err(|e| e.to_string())?;
     let stderr_for_traps = stderr.as_ref().and_then(|f| f.try_clone().ok());
     let config = WasiConfig {
@@ -103,6 +108,18 @@ fn prepare(request: &RunnerRequest) -> Result<PreparedContainer, String> {
         config,
         stderr: stderr_for_traps,
     })
+}
+
+/// The node's compiled-module cache: `$WASMPOD_CACHE_DIR`, else
+/// [`cache::DEFAULT_CACHE_DIR`]; `WASMPOD_CACHE_DIR=off` compiles on every start. A cache
+/// that cannot be opened is not an error: the payload is compiled in memory instead.
+fn open_cache() -> Option<ModuleCache> {
+    let dir =
+        std::env::var("WASMPOD_CACHE_DIR").unwrap_or_else(|_| cache::DEFAULT_CACHE_DIR.to_owned());
+    if dir == "off" {
+        return None;
+    }
+    ModuleCache::open(&dir, cache::DEFAULT_MAX_BYTES).ok()
 }
 
 fn run(container: PreparedContainer, interrupts: &signals::Interrupts) -> i32 {
