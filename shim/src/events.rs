@@ -7,7 +7,7 @@
 use std::sync::mpsc::{Sender, channel};
 use std::time::SystemTime;
 
-use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskStart};
+use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskOOM, TaskStart};
 use containerd_shim::protos::protobuf::MessageDyn;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::topics;
@@ -38,6 +38,9 @@ pub enum TaskEvent {
         pid: u32,
         exit_status: u32,
         exited_at: SystemTime,
+    },
+    Oom {
+        id: String,
     },
 }
 
@@ -145,6 +148,11 @@ fn to_proto(event: &TaskEvent) -> (&'static str, Box<dyn MessageDyn>) {
             e.exit_status = *exit_status;
             e.exited_at = Some(to_timestamp(*exited_at)).into();
             (topics::TASK_DELETE_EVENT_TOPIC, Box::new(e))
+        }
+        TaskEvent::Oom { id } => {
+            let mut e = TaskOOM::new();
+            e.container_id = id.clone();
+            (topics::TASK_OOM_EVENT_TOPIC, Box::new(e))
         }
     }
 }

@@ -1,27 +1,34 @@
-//! Creating a container's process: mount the rootfs, start a runner, wait for its verdict.
+//! Creating a container's process: mount the rootfs, decide what the container is, and
+//! start the process that will run it, waiting for Start.
 //!
-//! [`Launcher`] is the seam between the task lifecycle and the OS: the shim uses
-//! [`RunnerLauncher`] (a re-exec of this binary per container, see [`crate::protocol`]);
-//! lifecycle tests use a fake. Exits are not seen here: the shim's reaper reports them to
+//! | container | how it runs |
+//! |---|---|
+//! | CRI sandbox (`io.kubernetes.cri.container-type: sandbox`) | a pause process made by the shim: holds the pod's namespaces, no image is run |
+//! | wasm (`\0asm` entrypoint, or anything not ELF/`#!`) | a runner: this binary re-executed as `__run` ([`crate::protocol`]) |
+//! | Linux (ELF or `#!` entrypoint: sidecars) | runc, as any Linux container ([`crate::runc`]) |
+//!
+//! [`Launcher`] is the seam between the task lifecycle and the OS: lifecycle tests use a
+//! fake. Exits are not seen here: the shim's reaper reports them to
 //! [`crate::lifecycle::Containers::process_exited`].
 
-use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::path::{Path, PathBuf};
 
-use log::{debug, warn};
+use log::warn;
+use oci_spec::runtime::Spec;
 
 use crate::error::{TaskError, TaskResult};
-use crate::os::{fd, rootfs, signals};
-use crate::protocol::{RUNNER_SUBCOMMAND, RunnerRequest, RunnerStatus, START_FD, STATUS_FD};
+use crate::os::cgroup::{Cgroup, CgroupUsage};
+use crate::os::rootfs;
 
+/// The CRI annotation saying whether a container is the pod sandbox.
+pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
 /// File in the bundle holding the runner's pid.
 pub const RUNNER_PID_FILE: &str = "runner.pid";
+/// File a runner writes into its bundle when its guest ran out of memory.
+pub const OOM_MARKER_FILE: &str = "oom";
 
 /// The runner pid recorded in `bundle`, if any.
-pub fn read_runner_pid(bundle: &std::path::Path) -> Option<u32> {
+pub fn read_runner_pid(bundle: &Path) -> Option<u32> {
     std::fs::read_to_string(bundle.join(RUNNER_PID_FILE))
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -41,11 +48,15 @@ pub struct CreateRequest {
 /// A created container process, waiting for Start.
 pub trait ContainerProcess: Send {
     fn pid(&self) -> u32;
-    /// Lets the prepared process run its payload.
+    /// Lets the prepared process run.
     fn start(&mut self) -> TaskResult<()>;
     /// Sends a signal; `Ok(false)` when the process is already gone.
     fn signal(&self, signal: u32) -> TaskResult<bool>;
-    /// Releases what Create set up (rootfs mount). Called once, at delete, after exit.
+    /// CPU and memory of the container, when it has a cgroup.
+    fn usage(&self) -> Option<CgroupUsage>;
+    /// True when the container ran out of memory (guest limit or cgroup OOM kill).
+    fn out_of_memory(&self) -> bool;
+    /// Releases what Create set up (rootfs mount, cgroup). Called once, at delete, after exit.
     fn release(&mut self) -> TaskResult<()>;
 }
 
@@ -54,163 +65,108 @@ pub trait Launcher: Send + Sync {
     fn create(&self, request: &CreateRequest) -> TaskResult<Box<dyn ContainerProcess>>;
 }
 
-/// Launches each container as `containerd-shim-wasmpod-v1 __run` (a re-exec of the shim).
-#[derive(Debug, Default)]
-pub struct RunnerLauncher;
-
-struct RunnerProcess {
-    id: String,
-    pid: u32,
-    start: Option<std::fs::File>,
-    rootfs: Option<PathBuf>,
+/// What kind of container a spec describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerKind {
+    Sandbox,
+    Wasm,
+    Linux,
 }
 
-impl Launcher for RunnerLauncher {
+/// Classifies by the CRI annotation, then by the entrypoint's first bytes.
+pub fn classify(spec: &Spec, rootfs: &Path) -> ContainerKind {
+    let annotation = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(CONTAINER_TYPE_ANNOTATION));
+    if annotation.is_some_and(|t| t == "sandbox") {
+        return ContainerKind::Sandbox;
+    }
+    let process = spec.process().as_ref();
+    let args0 = process
+        .and_then(|p| p.args().as_ref())
+        .and_then(|a| a.first())
+        .cloned()
+        .unwrap_or_default();
+    let cwd = process
+        .map(|p| p.cwd().display().to_string())
+        .unwrap_or_else(|| "/".into());
+    let path_env = process
+        .and_then(|p| p.env().as_ref())
+        .and_then(|env| env.iter().find_map(|e| e.strip_prefix("PATH=")))
+        .map(str::to_owned);
+    let found =
+        wasmpod_runtime_core::locate::resolve_entrypoint(rootfs, &args0, &cwd, path_env.as_deref());
+    let Ok(entry) = found else {
+        // The runner reports a missing entrypoint with the full story.
+        return ContainerKind::Wasm;
+    };
+    let mut head = [0u8; 4];
+    let read = std::fs::File::open(&entry.host_path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head));
+    match read {
+        Ok(n) if n >= 4 && head == *b"\x7fELF" => ContainerKind::Linux,
+        Ok(n) if n >= 2 && head[..2] == *b"#!" => ContainerKind::Linux,
+        _ => ContainerKind::Wasm,
+    }
+}
+
+/// The cgroup a spec asks for, created with its resources applied.
+pub fn create_cgroup(id: &str, spec: &Spec) -> TaskResult<Option<Cgroup>> {
+    let Some(linux) = spec.linux() else {
+        return Ok(None);
+    };
+    let Some(path) = linux.cgroups_path().as_ref() else {
+        return Ok(None);
+    };
+    let cgroup = Cgroup::new(&path.display().to_string())
+        .map_err(|e| TaskError::InvalidArgument(format!("container {id}: {e}")))?;
+    cgroup
+        .create(linux.resources().as_ref())
+        .map_err(|e| TaskError::internal(format!("container {id}: cgroup"), e))?;
+    Ok(Some(cgroup))
+}
+
+/// The launcher of the real shim.
+#[derive(Debug, Default)]
+pub struct ShimLauncher;
+
+impl Launcher for ShimLauncher {
     fn create(&self, request: &CreateRequest) -> TaskResult<Box<dyn ContainerProcess>> {
-        let began = Instant::now();
+        let id = &request.id;
         let rootfs = request.bundle.join("rootfs");
         let mounted = !request.rootfs_mounts.is_empty();
         if mounted {
-            rootfs::mount(&request.rootfs_mounts, &rootfs).map_err(|e| {
-                TaskError::internal(format!("container {}: mounting rootfs", request.id), e)
-            })?;
+            rootfs::mount(&request.rootfs_mounts, &rootfs)
+                .map_err(|e| TaskError::internal(format!("container {id}: mounting rootfs"), e))?;
         }
-        let runner_request = RunnerRequest {
-            id: request.id.clone(),
-            bundle: request.bundle.clone(),
-            rootfs: rootfs.clone(),
-            stdin: request.stdin.clone(),
-            stdout: request.stdout.clone(),
-            stderr: request.stderr.clone(),
+        let unmount = || {
+            if mounted && let Err(e) = rootfs::unmount(&rootfs) {
+                warn!("container {id}: {e}");
+            }
         };
-        let process = spawn_runner(&runner_request).map(|mut process| {
-            process.rootfs = mounted.then(|| rootfs.clone());
-            process
-        });
-        match process {
-            Ok(process) => {
-                debug!(
-                    "container {} prepared by runner pid {} in {:?}",
-                    request.id,
-                    process.pid,
-                    began.elapsed()
-                );
-                Ok(Box::new(process))
-            }
+        let config = request.bundle.join("config.json");
+        let spec = match Spec::load(&config) {
+            Ok(spec) => spec,
             Err(e) => {
-                if mounted && let Err(unmount) = rootfs::unmount(&rootfs) {
-                    warn!("container {}: {unmount}", request.id);
-                }
-                Err(e)
+                unmount();
+                return Err(TaskError::InvalidArgument(format!(
+                    "container {id}: invalid OCI spec {}: {e}",
+                    config.display()
+                )));
             }
-        }
-    }
-}
-
-fn spawn_runner(request: &RunnerRequest) -> TaskResult<RunnerProcess> {
-    let id = &request.id;
-    let io_err =
-        |what: &str, e: std::io::Error| TaskError::internal(format!("container {id}: {what}"), e);
-    let (mut status_r, status_w) = fd::pipe().map_err(|e| io_err("creating status pipe", e))?;
-    let (start_r, start_w) = fd::pipe().map_err(|e| io_err("creating start pipe", e))?;
-    let request_json = serde_json::to_string(request).expect("runner request serialises");
-    let exe = std::env::current_exe().map_err(|e| io_err("finding the shim binary", e))?;
-    let (status_w_raw, start_r_raw) = (fd::raw(&status_w), fd::raw(&start_r));
-    let mut command = Command::new(exe);
-    command
-        .arg0("containerd-shim-wasmpod-v1")
-        .args([RUNNER_SUBCOMMAND, &request_json])
-        .current_dir(&request.bundle)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            for (from, to) in [(status_w_raw, STATUS_FD), (start_r_raw, START_FD)] {
-                if libc::dup2(from, to) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+        };
+        let kind = classify(&spec, &rootfs);
+        log::info!("container {id}: {kind:?}");
+        let created = match kind {
+            ContainerKind::Linux => crate::runc::create(request, mounted.then(|| rootfs.clone())),
+            ContainerKind::Wasm | ContainerKind::Sandbox => {
+                crate::runner_process::create(request, &spec, kind, mounted.then(|| rootfs.clone()))
             }
-            Ok(())
-        });
-    }
-    let child = command
-        .spawn()
-        .map_err(|e| io_err("starting the runner process", e))?;
-    let pid = child.id();
-    // Lets the `delete` subcommand find the runner if this shim dies.
-    if let Err(e) = std::fs::write(request.bundle.join(RUNNER_PID_FILE), pid.to_string()) {
-        warn!("container {id}: writing {RUNNER_PID_FILE}: {e}");
-    }
-    // Our copies of the child's ends must close, or EOF never comes.
-    drop(status_w);
-    drop(start_r);
-    let mut status = String::new();
-    let read = status_r.read_to_string(&mut status);
-    let verdict = match read {
-        Ok(_) if status.trim().is_empty() => Err(TaskError::Internal(format!(
-            "container {id}: runner process {pid} exited before reporting"
-        ))),
-        Ok(_) => serde_json::from_str::<RunnerStatus>(status.trim()).map_err(|e| {
-            TaskError::internal(format!("container {id}: runner answered {status:?}"), e)
-        }),
-        Err(e) => Err(io_err("reading the runner's status", e)),
-    };
-    let process = RunnerProcess {
-        id: id.clone(),
-        pid,
-        start: Some(start_w),
-        rootfs: None,
-    };
-    match verdict {
-        Ok(RunnerStatus::Ready) => Ok(process),
-        Ok(RunnerStatus::Failed { error }) => {
-            drop(process);
-            Err(TaskError::InvalidArgument(format!(
-                "container {id}: {error}"
-            )))
+        };
+        if created.is_err() {
+            unmount();
         }
-        Err(e) => {
-            let _ = signals::send(pid, libc::SIGKILL as u32);
-            Err(e)
-        }
-    }
-}
-
-impl ContainerProcess for RunnerProcess {
-    fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    fn start(&mut self) -> TaskResult<()> {
-        let mut pipe = self.start.take().ok_or_else(|| {
-            TaskError::FailedPrecondition(format!("container {}: already started", self.id))
-        })?;
-        pipe.write_all(b"s").map_err(|e| {
-            TaskError::internal(
-                format!("container {}: starting runner {}", self.id, self.pid),
-                e,
-            )
-        })
-    }
-
-    fn signal(&self, signal: u32) -> TaskResult<bool> {
-        signals::send(self.pid, signal).map_err(|e| {
-            TaskError::internal(
-                format!("container {}: signal {signal} to pid {}", self.id, self.pid),
-                e,
-            )
-        })
-    }
-
-    fn release(&mut self) -> TaskResult<()> {
-        self.start = None;
-        if let Some(rootfs) = self.rootfs.take() {
-            rootfs::unmount(&rootfs).map_err(|e| {
-                TaskError::internal(format!("container {}: unmounting rootfs", self.id), e)
-            })?;
-        }
-        Ok(())
+        created
     }
 }

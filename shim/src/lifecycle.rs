@@ -17,6 +17,7 @@ use log::{info, warn};
 use crate::error::{TaskError, TaskResult};
 use crate::events::{EventSink, TaskEvent};
 use crate::launcher::{ContainerProcess, CreateRequest, Launcher};
+use crate::os::cgroup::CgroupUsage;
 use crate::state::TaskState;
 
 /// How a process ended.
@@ -164,6 +165,10 @@ impl Containers {
                 }
                 task.info.exit = Some(exit);
                 info!("container {id}: pid {pid} exited with status {status}");
+                if task.process.out_of_memory() {
+                    info!("container {id}: out of memory");
+                    self.events.publish(TaskEvent::Oom { id: id.clone() });
+                }
                 let info = task.info.clone();
                 self.publish_exit(&info, exit);
             }
@@ -243,6 +248,12 @@ impl Containers {
         Ok(find(&mut registry, id)?.info.clone())
     }
 
+    /// Cgroup usage of a container, when it has a cgroup.
+    pub fn usage(&self, id: &str) -> TaskResult<Option<CgroupUsage>> {
+        let mut registry = self.lock();
+        Ok(find(&mut registry, id)?.process.usage())
+    }
+
     /// True when no container is left (the shim may exit).
     pub fn is_empty(&self) -> bool {
         let registry = self.lock();
@@ -286,6 +297,12 @@ mod tests {
         fn signal(&self, signal: u32) -> TaskResult<bool> {
             self.signals.lock().unwrap().push((self.pid, signal));
             Ok(true)
+        }
+        fn usage(&self) -> Option<CgroupUsage> {
+            None
+        }
+        fn out_of_memory(&self) -> bool {
+            self.pid == 666
         }
         fn release(&mut self) -> TaskResult<()> {
             Ok(())
@@ -337,6 +354,7 @@ mod tests {
                 TaskEvent::Delete {
                     id, exit_status, ..
                 } => format!("delete {id} {exit_status}"),
+                TaskEvent::Oom { id } => format!("oom {id}"),
             })
             .collect()
     }
@@ -359,6 +377,25 @@ mod tests {
             ["create a 100", "start a 100", "exit a 3", "delete a 3"]
         );
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn out_of_memory_exit_publishes_oom_before_exit() {
+        let (tx, rx) = channel();
+        let launcher = FakeLauncher {
+            next_pid: AtomicU32::new(666),
+            fail_with: None,
+            signals: Arc::default(),
+        };
+        let sink: Arc<dyn EventSink> = Arc::new(Mutex::new(tx));
+        let c = Containers::new(Box::new(launcher), sink);
+        c.create(request("m")).unwrap();
+        c.start("m").unwrap();
+        c.process_exited(666, 137);
+        assert_eq!(
+            drain(&rx),
+            ["create m 666", "start m 666", "oom m", "exit m 137"]
+        );
     }
 
     #[test]

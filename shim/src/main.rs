@@ -12,7 +12,9 @@ mod logging;
 mod os;
 mod protocol;
 mod reaper;
+mod runc;
 mod runner;
+mod runner_process;
 mod service;
 mod shim;
 mod state;
@@ -22,8 +24,10 @@ const RUNTIME_ID: &str = "io.containerd.wasmpod.v1";
 
 fn main() {
     let mut args = std::env::args_os();
-    if args.nth(1).as_deref() == Some(std::ffi::OsStr::new(protocol::RUNNER_SUBCOMMAND)) {
-        std::process::exit(runner::main(args.next()));
+    match args.nth(1).as_ref().and_then(|a| a.to_str()) {
+        Some(protocol::RUNNER_SUBCOMMAND) => std::process::exit(runner::main(args.next())),
+        Some(protocol::PAUSE_SUBCOMMAND) => std::process::exit(runner::pause::main()),
+        _ => {}
     }
     // The crate's FIFO logger livelocks when the FIFO loses its reader; see `logging`.
     let config = containerd_shim::Config {

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 /// The argv[1] that turns the shim binary into a runner.
 pub const RUNNER_SUBCOMMAND: &str = "__run";
+/// The argv[1] that turns the shim binary into a pod sandbox's pause process.
+pub const PAUSE_SUBCOMMAND: &str = "__pause";
 /// Runner → shim: one JSON [`RunnerStatus`] line, then EOF.
 pub const STATUS_FD: i32 = 3;
 /// Shim → runner: one byte means start; EOF means never start.

@@ -27,6 +27,7 @@ use crate::error::{TaskError, TaskResult};
 use crate::events::to_timestamp;
 use crate::launcher::CreateRequest;
 use crate::lifecycle::Containers;
+use crate::os::cgroup::CgroupUsage;
 use crate::os::{proc_stats, rootfs::RootfsMount};
 
 /// The Task service containerd talks to.
@@ -78,9 +79,18 @@ fn create_request(req: CreateTaskRequest) -> TaskResult<CreateRequest> {
     })
 }
 
-fn metrics(pid: u32) -> TaskResult<Metrics> {
-    let usage = proc_stats::read(pid)
-        .map_err(|e| TaskError::internal(format!("reading usage of pid {pid}"), e))?;
+/// cgroup v1-shaped metrics (containerd's CRI reads `io.containerd.cgroups.v1.Metrics`
+/// on any host): from the container's cgroup, else from its process in `/proc`.
+fn metrics(pid: u32, cgroup: Option<CgroupUsage>) -> TaskResult<Metrics> {
+    let usage = match cgroup {
+        Some(c) => proc_stats::ProcessUsage {
+            user_ns: c.user_ns,
+            system_ns: c.system_ns.max(c.cpu_ns.saturating_sub(c.user_ns)),
+            rss_bytes: c.memory_bytes,
+        },
+        None => proc_stats::read(pid)
+            .map_err(|e| TaskError::internal(format!("reading usage of pid {pid}"), e))?,
+    };
     let mut metrics = Metrics::new();
     metrics.cpu = Some(CPUStat {
         usage: Some(CPUUsage {
@@ -198,7 +208,8 @@ impl Task for TaskService {
             ))
             .into());
         }
-        let any = containerd_shim::util::convert_to_any(Box::new(metrics(info.pid)?))
+        let usage = self.containers.usage(&req.id)?;
+        let any = containerd_shim::util::convert_to_any(Box::new(metrics(info.pid, usage)?))
             .map_err(|e| TaskError::internal("encoding metrics", e))?;
         Ok(StatsResponse {
             stats: Some(any).into(),

@@ -13,7 +13,7 @@ use containerd_shim::{Config, ExitSignal, Flags, StartOpts};
 use log::{info, warn};
 
 use crate::events::{EventSink, RemoteEvents, to_timestamp};
-use crate::launcher::RunnerLauncher;
+use crate::launcher::ShimLauncher;
 use crate::lifecycle::Containers;
 use crate::os::{rootfs, signals};
 use crate::service::TaskService;
@@ -91,7 +91,15 @@ impl containerd_shim::Shim for WasmpodShim {
                 Err(e) => warn!("killing leftover runner {pid} of {}: {e}", self.id),
             }
         }
+        crate::runc::force_delete(&self.id, &bundle);
         if let Err(e) = rootfs::unmount(&bundle.join("rootfs")) {
+            warn!("cleaning up {}: {e}", self.id);
+        }
+        if let Ok(spec) = oci_spec::runtime::Spec::load(bundle.join("config.json"))
+            && let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone())
+            && let Ok(cgroup) = crate::os::cgroup::Cgroup::new(&path.display().to_string())
+            && let Err(e) = cgroup.remove()
+        {
             warn!("cleaning up {}: {e}", self.id);
         }
         Ok(DeleteResponse {
@@ -119,7 +127,7 @@ impl containerd_shim::Shim for WasmpodShim {
         crate::logging::init(self.debug);
         let events: Arc<dyn EventSink> =
             Arc::new(RemoteEvents::new(publisher, self.namespace.clone()));
-        let containers = Arc::new(Containers::new(Box::new(RunnerLauncher), events));
+        let containers = Arc::new(Containers::new(Box::new(ShimLauncher), events));
         crate::reaper::forward_exits(containers.clone());
         TaskService::new(containers, self.exit.clone())
     }

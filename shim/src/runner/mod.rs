@@ -6,6 +6,7 @@
 //! SIGQUIT interrupt the guest (exit 128 + signal) even in a tight loop; a guest blocked in
 //! a host call is ended after [`signals::BLOCKED_GUEST_GRACE`]. SIGKILL is the kernel's.
 
+pub mod pause;
 mod signals;
 mod spec;
 

@@ -1,0 +1,210 @@
+//! Linux containers in a wasm pod (sidecars), run by runc.
+//!
+//! An ELF or `#!` entrypoint is a Linux container: the spec CRI wrote is a complete runc
+//! spec, so the shim only drives `runc create` / `start` / `delete` on the bundle, with the
+//! container's stdio FIFOs as runc's stdio. runc makes the container's cgroup and joins the
+//! pod's namespaces itself; the container's init is re-parented to this shim (a subreaper),
+//! whose reaper reports its exit like any other.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use log::warn;
+
+use crate::error::{TaskError, TaskResult};
+use crate::launcher::{ContainerProcess, CreateRequest};
+use crate::os::cgroup::{Cgroup, CgroupUsage};
+use crate::os::{exec, fd, rootfs, signals};
+
+/// runc's state directory for wasmpod's Linux containers.
+pub const RUNC_ROOT: &str = "/run/wasmpod/runc";
+const PID_FILE: &str = "runc.pid";
+const LOG_FILE: &str = "runc-log.json";
+
+struct RuncProcess {
+    id: String,
+    log: PathBuf,
+    pid: u32,
+    started: bool,
+    rootfs: Option<PathBuf>,
+    cgroup: Option<Cgroup>,
+}
+
+fn runc(log: &std::path::Path, args: &[&str]) -> Command {
+    let mut command = Command::new("runc");
+    command
+        .args(["--root", RUNC_ROOT, "--log-format", "json", "--log"])
+        .arg(log)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+/// The last error runc logged (its `--log` file holds JSON lines).
+fn last_runc_error(log: &std::path::Path) -> String {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["level"] == "error")
+        .filter_map(|v| v["msg"].as_str().map(str::to_owned))
+        .last()
+        .unwrap_or_else(|| "no error logged".into())
+}
+
+fn run_runc(id: &str, what: &str, log: &std::path::Path, command: &mut Command) -> TaskResult<()> {
+    let code = exec::run(command).map_err(|e| {
+        TaskError::internal(
+            format!("container {id}: running runc {what} (is runc installed?)"),
+            e,
+        )
+    })?;
+    if code != 0 {
+        return Err(TaskError::Internal(format!(
+            "container {id}: runc {what} failed ({code}): {}",
+            last_runc_error(log)
+        )));
+    }
+    Ok(())
+}
+
+/// `runc create` for `request`; the rootfs is already mounted.
+pub fn create(
+    request: &CreateRequest,
+    rootfs: Option<PathBuf>,
+) -> TaskResult<Box<dyn ContainerProcess>> {
+    let id = &request.id;
+    let open_err = |what: &str, e: std::io::Error| {
+        TaskError::internal(format!("container {id}: opening {what}"), e)
+    };
+    let stdin = fd::open_input(&request.stdin).map_err(|e| open_err("stdin", e))?;
+    let stdout = fd::open_output(&request.stdout).map_err(|e| open_err("stdout", e))?;
+    let stderr = fd::open_output(&request.stderr).map_err(|e| open_err("stderr", e))?;
+    let as_stdio = |f: Option<std::fs::File>| f.map_or_else(Stdio::null, Stdio::from);
+    let bundle = request.bundle.display().to_string();
+    let pid_file = request.bundle.join(PID_FILE);
+    let log = request.bundle.join(LOG_FILE);
+    let mut command = runc(
+        &log,
+        &[
+            "create",
+            "--bundle",
+            &bundle,
+            "--pid-file",
+            &pid_file.display().to_string(),
+            id,
+        ],
+    );
+    // The container's init inherits runc's stdio: give it the container's FIFOs.
+    command
+        .stdin(as_stdio(stdin))
+        .stdout(as_stdio(stdout))
+        .stderr(as_stdio(stderr));
+    run_runc(id, "create", &log, &mut command)?;
+    let pid: u32 = wait_for_pid_file(&pid_file).ok_or_else(|| {
+        TaskError::Internal(format!(
+            "container {id}: runc create did not write {}",
+            pid_file.display()
+        ))
+    })?;
+    let cgroup = std::fs::read(request.bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|spec| {
+            spec.pointer("/linux/cgroupsPath")?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .and_then(|path| Cgroup::new(&path).ok());
+    Ok(Box::new(RuncProcess {
+        id: id.clone(),
+        log,
+        pid,
+        started: false,
+        rootfs,
+        cgroup,
+    }))
+}
+
+fn wait_for_pid_file(path: &std::path::Path) -> Option<u32> {
+    for _ in 0..500 {
+        if let Some(pid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return Some(pid);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    None
+}
+
+impl ContainerProcess for RuncProcess {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn start(&mut self) -> TaskResult<()> {
+        run_runc(
+            &self.id,
+            "start",
+            &self.log,
+            &mut runc(&self.log, &["start", &self.id]),
+        )?;
+        self.started = true;
+        Ok(())
+    }
+
+    fn signal(&self, signal: u32) -> TaskResult<bool> {
+        signals::send(self.pid, signal).map_err(|e| {
+            TaskError::internal(
+                format!("container {}: signal {signal} to pid {}", self.id, self.pid),
+                e,
+            )
+        })
+    }
+
+    fn usage(&self) -> Option<CgroupUsage> {
+        self.cgroup.as_ref().map(Cgroup::usage)
+    }
+
+    fn out_of_memory(&self) -> bool {
+        self.cgroup
+            .as_ref()
+            .is_some_and(|c| c.usage().oom_kills > 0)
+    }
+
+    fn release(&mut self) -> TaskResult<()> {
+        if let Err(e) = run_runc(
+            &self.id,
+            "delete",
+            &self.log,
+            &mut runc(&self.log, &["delete", "--force", &self.id]),
+        ) {
+            warn!("{e}");
+        }
+        if let Some(rootfs) = self.rootfs.take() {
+            rootfs::unmount(&rootfs).map_err(|e| {
+                TaskError::internal(format!("container {}: unmounting rootfs", self.id), e)
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Best-effort `runc delete --force` after a shim crash (no-op for wasm containers).
+pub fn force_delete(id: &str, bundle: &std::path::Path) {
+    if std::path::Path::new(RUNC_ROOT).join(id).exists() {
+        let log = bundle.join(LOG_FILE);
+        if let Err(e) = run_runc(
+            id,
+            "delete",
+            &log,
+            &mut runc(&log, &["delete", "--force", id]),
+        ) {
+            warn!("{e}");
+        }
+    }
+}

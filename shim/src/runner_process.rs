@@ -1,0 +1,226 @@
+//! Wasm containers and the pod sandbox as processes of this binary.
+//!
+//! Create re-executes the shim as `__run` (a wasm container) or `__pause` (the sandbox),
+//! inside the container's cgroup and namespaces (entered between fork and exec), and waits
+//! for its verdict on the status pipe ([`crate::protocol`]). Start is one byte on the start
+//! pipe.
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use log::{debug, warn};
+use oci_spec::runtime::Spec;
+
+use crate::error::{TaskError, TaskResult};
+use crate::launcher::{
+    ContainerKind, ContainerProcess, CreateRequest, OOM_MARKER_FILE, RUNNER_PID_FILE, create_cgroup,
+};
+use crate::os::cgroup::{Cgroup, CgroupUsage};
+use crate::os::namespaces::NamespacePlan;
+use crate::os::{fd, rootfs, signals};
+use crate::protocol::{
+    PAUSE_SUBCOMMAND, RUNNER_SUBCOMMAND, RunnerRequest, RunnerStatus, START_FD, STATUS_FD,
+};
+
+struct RunnerProcess {
+    id: String,
+    bundle: PathBuf,
+    pid: u32,
+    start: Option<std::fs::File>,
+    rootfs: Option<PathBuf>,
+    cgroup: Option<Cgroup>,
+}
+
+/// Creates a wasm container or the sandbox; `rootfs` is set when Create mounted it.
+pub fn create(
+    request: &CreateRequest,
+    spec: &Spec,
+    kind: ContainerKind,
+    rootfs: Option<PathBuf>,
+) -> TaskResult<Box<dyn ContainerProcess>> {
+    let id = &request.id;
+    let began = Instant::now();
+    let cgroup = create_cgroup(id, spec)?;
+    let remove_cgroup = |cgroup: &Option<Cgroup>| {
+        if let Some(cgroup) = cgroup
+            && let Err(e) = cgroup.remove()
+        {
+            warn!("container {id}: {e}");
+        }
+    };
+    let spawned = spawn(request, spec, kind, cgroup.as_ref());
+    match spawned {
+        Ok((pid, start)) => {
+            debug!(
+                "container {id}: {kind:?} process {pid} ready in {:?}",
+                began.elapsed()
+            );
+            Ok(Box::new(RunnerProcess {
+                id: id.clone(),
+                bundle: request.bundle.clone(),
+                pid,
+                start: Some(start),
+                rootfs,
+                cgroup,
+            }))
+        }
+        Err(e) => {
+            remove_cgroup(&cgroup);
+            Err(e)
+        }
+    }
+}
+
+fn spawn(
+    request: &CreateRequest,
+    spec: &Spec,
+    kind: ContainerKind,
+    cgroup: Option<&Cgroup>,
+) -> TaskResult<(u32, std::fs::File)> {
+    let id = &request.id;
+    let io_err =
+        |what: &str, e: std::io::Error| TaskError::internal(format!("container {id}: {what}"), e);
+    let namespaces = NamespacePlan::from_spec(spec)
+        .open()
+        .map_err(|e| TaskError::InvalidArgument(format!("container {id}: {e}")))?;
+    let procs = match cgroup {
+        Some(cgroup) => cgroup
+            .open_procs()
+            .map_err(|e| TaskError::internal(format!("container {id}"), e))?,
+        None => Vec::new(),
+    };
+    let (mut status_r, status_w) = fd::pipe().map_err(|e| io_err("creating status pipe", e))?;
+    let (start_r, start_w) = fd::pipe().map_err(|e| io_err("creating start pipe", e))?;
+    let runner_request = RunnerRequest {
+        id: id.clone(),
+        bundle: request.bundle.clone(),
+        rootfs: request.bundle.join("rootfs"),
+        stdin: request.stdin.clone(),
+        stdout: request.stdout.clone(),
+        stderr: request.stderr.clone(),
+    };
+    let request_json = serde_json::to_string(&runner_request).expect("runner request serialises");
+    let exe = std::env::current_exe().map_err(|e| io_err("finding the shim binary", e))?;
+    let subcommand = match kind {
+        ContainerKind::Sandbox => PAUSE_SUBCOMMAND,
+        _ => RUNNER_SUBCOMMAND,
+    };
+    let (status_w_raw, start_r_raw) = (fd::raw(&status_w), fd::raw(&start_r));
+    let procs_raw: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
+    let mut command = Command::new(exe);
+    command
+        .arg0("containerd-shim-wasmpod-v1")
+        .args([subcommand, &request_json])
+        .current_dir(&request.bundle)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: between fork and exec only syscalls are made (write, setns, unshare,
+    // sethostname, dup2); nothing allocates or takes locks.
+    unsafe {
+        command.pre_exec(move || {
+            for procs in &procs_raw {
+                if libc::write(*procs, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            namespaces.enter()?;
+            for (from, to) in [(status_w_raw, STATUS_FD), (start_r_raw, START_FD)] {
+                if libc::dup2(from, to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = command
+        .spawn()
+        .map_err(|e| io_err("starting the container process", e))?;
+    let pid = child.id();
+    drop(procs);
+    // Lets the `delete` subcommand find the process if this shim dies.
+    if let Err(e) = std::fs::write(request.bundle.join(RUNNER_PID_FILE), pid.to_string()) {
+        warn!("container {id}: writing {RUNNER_PID_FILE}: {e}");
+    }
+    // Our copies of the child's ends must close, or EOF never comes.
+    drop(status_w);
+    drop(start_r);
+    let mut status = String::new();
+    let verdict = match status_r.read_to_string(&mut status) {
+        Ok(_) if status.trim().is_empty() => Err(TaskError::Internal(format!(
+            "container {id}: process {pid} exited before reporting"
+        ))),
+        Ok(_) => serde_json::from_str::<RunnerStatus>(status.trim()).map_err(|e| {
+            TaskError::internal(format!("container {id}: runner answered {status:?}"), e)
+        }),
+        Err(e) => Err(io_err("reading the runner's status", e)),
+    };
+    match verdict {
+        Ok(RunnerStatus::Ready) => Ok((pid, start_w)),
+        Ok(RunnerStatus::Failed { error }) => Err(TaskError::InvalidArgument(format!(
+            "container {id}: {error}"
+        ))),
+        Err(e) => {
+            let _ = signals::send(pid, libc::SIGKILL as u32);
+            Err(e)
+        }
+    }
+}
+
+impl ContainerProcess for RunnerProcess {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn start(&mut self) -> TaskResult<()> {
+        let mut pipe = self.start.take().ok_or_else(|| {
+            TaskError::FailedPrecondition(format!("container {}: already started", self.id))
+        })?;
+        pipe.write_all(b"s").map_err(|e| {
+            TaskError::internal(
+                format!("container {}: starting process {}", self.id, self.pid),
+                e,
+            )
+        })
+    }
+
+    fn signal(&self, signal: u32) -> TaskResult<bool> {
+        signals::send(self.pid, signal).map_err(|e| {
+            TaskError::internal(
+                format!("container {}: signal {signal} to pid {}", self.id, self.pid),
+                e,
+            )
+        })
+    }
+
+    fn usage(&self) -> Option<CgroupUsage> {
+        self.cgroup.as_ref().map(Cgroup::usage)
+    }
+
+    fn out_of_memory(&self) -> bool {
+        self.bundle.join(OOM_MARKER_FILE).exists()
+            || self
+                .cgroup
+                .as_ref()
+                .is_some_and(|c| c.usage().oom_kills > 0)
+    }
+
+    fn release(&mut self) -> TaskResult<()> {
+        self.start = None;
+        if let Some(cgroup) = self.cgroup.take()
+            && let Err(e) = cgroup.remove()
+        {
+            warn!("container {}: {e}", self.id);
+        }
+        if let Some(rootfs) = self.rootfs.take() {
+            rootfs::unmount(&rootfs).map_err(|e| {
+                TaskError::internal(format!("container {}: unmounting rootfs", self.id), e)
+            })?;
+        }
+        Ok(())
+    }
+}
