@@ -54,6 +54,8 @@ pub trait ContainerProcess: Send {
     fn signal(&self, signal: u32) -> TaskResult<bool>;
     /// CPU and memory of the container, when it has a cgroup.
     fn usage(&self) -> Option<CgroupUsage>;
+    /// The container's processes (its cgroup's, else its one process while it runs).
+    fn pids(&self) -> Vec<u32>;
     /// True when the container ran out of memory (guest limit or cgroup OOM kill).
     fn out_of_memory(&self) -> bool;
     /// Releases what Create set up (rootfs mount, cgroup). Called once, at delete, after exit.

@@ -248,6 +248,17 @@ impl Containers {
         Ok(find(&mut registry, id)?.info.clone())
     }
 
+    /// The processes of a running container; none once it exited.
+    pub fn pids(&self, id: &str) -> TaskResult<Vec<u32>> {
+        let mut registry = self.lock();
+        let task = find(&mut registry, id)?;
+        Ok(if task.info.exit.is_some() {
+            Vec::new()
+        } else {
+            task.process.pids()
+        })
+    }
+
     /// Cgroup usage of a container, when it has a cgroup.
     pub fn usage(&self, id: &str) -> TaskResult<Option<CgroupUsage>> {
         let mut registry = self.lock();
@@ -297,6 +308,9 @@ mod tests {
         fn signal(&self, signal: u32) -> TaskResult<bool> {
             self.signals.lock().unwrap().push((self.pid, signal));
             Ok(true)
+        }
+        fn pids(&self) -> Vec<u32> {
+            vec![self.pid]
         }
         fn usage(&self) -> Option<CgroupUsage> {
             None

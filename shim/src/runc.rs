@@ -166,6 +166,13 @@ impl ContainerProcess for RuncProcess {
         })
     }
 
+    fn pids(&self) -> Vec<u32> {
+        match &self.cgroup {
+            Some(cgroup) => cgroup.pids(),
+            None => vec![self.pid],
+        }
+    }
+
     fn usage(&self) -> Option<CgroupUsage> {
         self.cgroup.as_ref().map(Cgroup::usage)
     }

@@ -197,6 +197,13 @@ impl ContainerProcess for RunnerProcess {
         })
     }
 
+    fn pids(&self) -> Vec<u32> {
+        match &self.cgroup {
+            Some(cgroup) => cgroup.pids(),
+            None => vec![self.pid],
+        }
+    }
+
     fn usage(&self) -> Option<CgroupUsage> {
         self.cgroup.as_ref().map(Cgroup::usage)
     }

@@ -184,15 +184,15 @@ impl Task for TaskService {
     }
 
     fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
-        let info = self.containers.info(&req.id)?;
-        let processes = if info.exit.is_none() {
-            vec![ProcessInfo {
-                pid: info.pid,
+        let processes = self
+            .containers
+            .pids(&req.id)?
+            .into_iter()
+            .map(|pid| ProcessInfo {
+                pid,
                 ..Default::default()
-            }]
-        } else {
-            vec![]
-        };
+            })
+            .collect();
         Ok(PidsResponse {
             processes,
             ..Default::default()

@@ -217,6 +217,20 @@ impl Cgroup {
             .collect()
     }
 
+    /// The processes in the cgroup.
+    pub fn pids(&self) -> Vec<u32> {
+        self.dirs
+            .first()
+            .and_then(|dir| std::fs::read_to_string(dir.join("cgroup.procs")).ok())
+            .map(|procs| {
+                procs
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Current usage.
     pub fn usage(&self) -> CgroupUsage {
         let num = |s: Option<String>| s.and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
@@ -327,6 +341,7 @@ mod tests {
             procs.write_all(child.id().to_string().as_bytes()).unwrap();
         }
         assert_eq!(cgroup.usage().pids, 1);
+        assert_eq!(cgroup.pids(), [child.id()]);
         child.kill().unwrap();
         child.wait().unwrap();
         cgroup.remove().unwrap();
