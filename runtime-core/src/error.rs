@@ -46,9 +46,9 @@ pub enum Error {
     )]
     MissingStart { name: String },
 
-    /// A component that is not a WASI command.
+    /// A component that is neither a WASI command nor a wasi:http server.
     #[error(
-        "{name} is a component that does not export `wasi:cli/run` (exports: {exports}); wasmpod runs WASI command components"
+        "{name} is a component that does not export `wasi:cli/run` (exports: {exports}); wasmpod runs WASI command components and `wasi:http/incoming-handler` servers"
     )]
     MissingCliRun { name: String, exports: String },
 
@@ -71,6 +71,22 @@ pub enum Error {
     /// Instantiation failed (e.g. the start function trapped or memory could not be allocated).
     #[error("instantiating {name}: {message}")]
     Instantiate { name: String, message: String },
+
+    /// A wasi:http server setting (port, concurrency, timeout) does not parse.
+    #[error("invalid wasi:http setting {key}={value:?}")]
+    HttpSetting { key: String, value: String },
+
+    /// The wasi:http server cannot listen on its address (port in use, no permission).
+    #[error("listening on {address} for wasi:http: {source}")]
+    HttpBind {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The wasi:http server could not start (runtime or ticker thread).
+    #[error("serving {name}: {message}")]
+    HttpServer { name: String, message: String },
 }
 
 impl Error {

@@ -6,9 +6,13 @@
 //! | `proc_exit(n)` / `exit(n)`  | n                         |
 //! | trap                        | 134 (128 + SIGABRT, as the wasmtime CLI) |
 //! | interrupted by signal `s`   | 128 + s (SIGTERM → 143)   |
+//! | trap after a refused `memory.grow` (memory limit) | 137 (as an OOM kill)  |
 
 /// Exit code used when the guest traps (matches `wasmtime run`).
 pub const TRAP_EXIT_CODE: i32 = 134;
+
+/// Exit code of a guest that ran out of memory (128 + SIGKILL, what an OOM kill gives).
+pub const OUT_OF_MEMORY_EXIT_CODE: i32 = 137;
 
 /// The way a guest run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +21,8 @@ pub enum ExitStatus {
     Exited(i32),
     /// The guest trapped; `message` is wasmtime's description, with a backtrace when known.
     Trapped { message: String },
+    /// The guest trapped after the memory limit refused it memory: reported like an OOM kill.
+    OutOfMemory { message: String },
     /// An [`crate::Interrupter`] stopped the guest on behalf of this signal.
     Interrupted { signal: i32 },
 }
@@ -27,6 +33,7 @@ impl ExitStatus {
         match self {
             ExitStatus::Exited(code) => *code,
             ExitStatus::Trapped { .. } => TRAP_EXIT_CODE,
+            ExitStatus::OutOfMemory { .. } => OUT_OF_MEMORY_EXIT_CODE,
             ExitStatus::Interrupted { signal } => 128 + signal,
         }
     }

@@ -4,9 +4,12 @@
 //! the epoch only moves when [`Interrupter::interrupt`] is called. The guest then traps at
 //! its next loop back-edge or function entry (microseconds, even in a tight loop), and the
 //! run ends as [`crate::ExitStatus::Interrupted`] with the signal that asked for it.
+//!
+//! An HTTP server reads interrupts differently (see [`crate::http`]): it also counts them
+//! ([`Interrupter::interrupts`]), drains on the first and stops at once on the second.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
 use wasmtime::Engine;
 
@@ -15,6 +18,7 @@ use wasmtime::Engine;
 pub struct Interrupter {
     engine: Engine,
     signal: Arc<AtomicI32>,
+    count: Arc<AtomicU32>,
 }
 
 impl std::fmt::Debug for Interrupter {
@@ -30,6 +34,7 @@ impl Interrupter {
         Interrupter {
             engine,
             signal: Arc::new(AtomicI32::new(0)),
+            count: Arc::new(AtomicU32::new(0)),
         }
     }
 
@@ -39,7 +44,13 @@ impl Interrupter {
         let _ = self
             .signal
             .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+        self.count.fetch_add(1, Ordering::SeqCst);
         self.engine.increment_epoch();
+    }
+
+    /// How many times [`Interrupter::interrupt`] was called.
+    pub fn interrupts(&self) -> u32 {
+        self.count.load(Ordering::SeqCst)
     }
 
     /// The signal an interrupt was requested for, if any.

@@ -8,12 +8,17 @@
 //!    so bad payloads fail before the container is reported as created;
 //! 4. [`Prepared::run`] builds the WASI context from a [`WasiConfig`] and runs the guest to
 //!    an [`ExitStatus`]; an [`Interrupter`] stops it from another thread (kill, signals).
+//!    A component exporting `wasi:http/incoming-handler` is served instead, one instance
+//!    per request, until interrupted ([`http`]; pick its engine with
+//!    [`EngineSettings::for_source`]).
 
 pub mod cache;
 pub mod engine;
 pub mod error;
 pub mod exit;
+pub mod http;
 pub mod interrupt;
+pub mod limits;
 pub mod locate;
 mod run;
 pub mod source;
@@ -23,6 +28,7 @@ pub use cache::ModuleCache;
 pub use engine::EngineSettings;
 pub use error::Error;
 pub use exit::ExitStatus;
+pub use http::HttpConfig;
 pub use interrupt::Interrupter;
 pub use run::{Prepared, Runtime};
 pub use source::{PayloadKind, WasmSource};

@@ -3,18 +3,22 @@
 //! [`Runtime::prepare`] does all the work that can fail because of the payload (validate,
 //! compile, resolve imports, find the entrypoint) so the shim can report a bad image at
 //! container create. [`Prepared::run`] then only builds the WASI context and calls the
-//! entrypoint: `_start` for a core module, `wasi:cli/run` for a component.
+//! entrypoint: `_start` for a core module, `wasi:cli/run` for a command component; a
+//! component exporting `wasi:http/incoming-handler` is served instead (see [`crate::http`]).
 
 use wasmtime::component::{Component, ResourceTable};
-use wasmtime::{
-    InstancePre, Linker, Module, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline,
-};
+use wasmtime::{InstancePre, Linker, Module, Store, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use std::sync::atomic::Ordering;
 
 use crate::cache::Compiled;
+use crate::http::{self, HttpConfig, HttpHost};
 use crate::interrupt::InterruptedBySignal;
+use crate::limits::GuestLimits;
 use crate::{
     EngineSettings, Error, ExitStatus, Interrupter, ModuleCache, PayloadKind, Result, WasiConfig,
     WasmSource,
@@ -41,6 +45,7 @@ pub struct Prepared {
     name: String,
     engine: wasmtime::Engine,
     entry: Entry,
+    http: HttpConfig,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -54,19 +59,20 @@ impl std::fmt::Debug for Prepared {
 enum Entry {
     Module(InstancePre<ModuleHost>),
     Command(CommandPre<ComponentHost>),
+    Http(ProxyPre<HttpHost>),
 }
 
 /// Store data of a WASI preview 1 module.
 struct ModuleHost {
     wasi: WasiP1Ctx,
-    limits: StoreLimits,
+    limits: GuestLimits,
 }
 
 /// Store data of a WASI preview 2 component.
 struct ComponentHost {
     ctx: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: GuestLimits,
 }
 
 impl WasiView for ComponentHost {
@@ -128,19 +134,19 @@ impl Runtime {
         self.interrupter.clone()
     }
 
-    /// Compiles `source` and checks that it can run as a WASI command.
+    /// Compiles `source` and checks that it can run as a WASI command or be served as a
+    /// wasi:http server ([`Prepared::is_http_server`]).
     pub fn prepare(&self, source: &WasmSource) -> Result<Prepared> {
         let name = source.name().to_owned();
         let entry = match self.compile(source)? {
             Compiled::Module(module) => Entry::Module(self.prepare_module(source, module)?),
-            Compiled::Component(component) => {
-                Entry::Command(self.prepare_component(source, component)?)
-            }
+            Compiled::Component(component) => self.prepare_component(source, component)?,
         };
         Ok(Prepared {
             name,
             engine: self.engine.clone(),
             entry,
+            http: HttpConfig::default(),
         })
     }
 
@@ -166,17 +172,17 @@ impl Runtime {
             .map_err(|e| link_error(name, e))
     }
 
-    fn prepare_component(
-        &self,
-        source: &WasmSource,
-        component: Component,
-    ) -> Result<CommandPre<ComponentHost>> {
+    fn prepare_component(&self, source: &WasmSource, component: Component) -> Result<Entry> {
         let name = source.name();
         let exports: Vec<String> = component
             .component_type()
             .exports(&self.engine)
             .map(|(export, _)| export.to_owned())
             .collect();
+        if exports.iter().any(|e| http::is_incoming_handler(e)) {
+            let pre = http::prepare(&self.engine, &component).map_err(|e| link_error(name, e))?;
+            return Ok(Entry::Http(pre));
+        }
         if !exports.iter().any(|e| e.starts_with(CLI_RUN_INTERFACE)) {
             return Err(Error::MissingCliRun {
                 name: name.to_owned(),
@@ -192,7 +198,9 @@ impl Runtime {
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| link_error(name, e))?;
-        CommandPre::new(pre).map_err(|e| link_error(name, e))
+        CommandPre::new(pre)
+            .map(Entry::Command)
+            .map_err(|e| link_error(name, e))
     }
 }
 
@@ -209,15 +217,31 @@ impl Prepared {
         &self.name
     }
 
+    /// Whether this payload is a wasi:http server: [`Prepared::run`] then serves it until
+    /// interrupted, and the first interrupt drains rather than stops (see [`crate::http`]).
+    pub fn is_http_server(&self) -> bool {
+        matches!(self.entry, Entry::Http(_))
+    }
+
+    /// Where and how a wasi:http server listens (default: [`HttpConfig::default`]);
+    /// ignored by commands.
+    pub fn with_http(mut self, http: HttpConfig) -> Self {
+        self.http = http;
+        self
+    }
+
     /// Runs the guest to completion (or until interrupted) with the WASI surface of `config`.
+    /// A wasi:http server is served until interrupted: the first interrupt drains and ends
+    /// as `Exited(0)`, a second one (or a drain out of time) ends as `Interrupted`.
     pub fn run(self, mut config: WasiConfig, interrupter: &Interrupter) -> Result<ExitStatus> {
-        let limits = store_limits(config.memory_limit);
-        let mut builder = config.builder()?;
+        let memory_refused;
         let outcome = match self.entry {
             Entry::Module(pre) => {
+                let limits = GuestLimits::new(config.memory_limit);
+                memory_refused = limits.memory_refused();
                 let host = ModuleHost {
-                    wasi: builder.build_p1(),
                     limits,
+                    wasi: config.builder()?.build_p1(),
                 };
                 let mut store = Store::new(&self.engine, host);
                 store.limiter(|host| &mut host.limits);
@@ -228,10 +252,12 @@ impl Prepared {
                     .map(|()| 0)
             }
             Entry::Command(pre) => {
+                let limits = GuestLimits::new(config.memory_limit);
+                memory_refused = limits.memory_refused();
                 let host = ComponentHost {
-                    ctx: builder.build(),
-                    table: ResourceTable::new(),
                     limits,
+                    ctx: config.builder()?.build(),
+                    table: ResourceTable::new(),
                 };
                 let mut store = Store::new(&self.engine, host);
                 store.limiter(|host| &mut host.limits);
@@ -240,17 +266,25 @@ impl Prepared {
                     .and_then(|command| command.wasi_cli_run().call_run(&mut store))
                     .map(|result| if result.is_ok() { 0 } else { 1 })
             }
+            Entry::Http(pre) => {
+                return http::serve(
+                    &self.name,
+                    &self.engine,
+                    pre,
+                    config,
+                    &self.http,
+                    interrupter,
+                );
+            }
         };
-        Ok(classify(outcome, interrupter))
+        let status = classify(outcome, interrupter);
+        Ok(match status {
+            ExitStatus::Trapped { message } if memory_refused.load(Ordering::SeqCst) => {
+                ExitStatus::OutOfMemory { message }
+            }
+            other => other,
+        })
     }
-}
-
-fn store_limits(memory_limit: Option<usize>) -> StoreLimits {
-    let mut limits = StoreLimitsBuilder::new();
-    if let Some(bytes) = memory_limit {
-        limits = limits.memory_size(bytes);
-    }
-    limits.build()
 }
 
 /// Every store checks the interrupt flag at each epoch change; only interrupts move it.

@@ -55,11 +55,7 @@ impl WasiConfig {
 
     /// Fills a wasmtime-wasi builder from this config, consuming the stdio files.
     pub(crate) fn builder(&mut self) -> Result<WasiCtxBuilder> {
-        let mut builder = WasiCtxBuilder::new();
-        builder.args(&self.args).envs(&self.env);
-        if let Some(cwd) = &self.cwd {
-            builder.initial_cwd(cwd);
-        }
+        let mut builder = self.builder_without_stdio()?;
         if let Some(stdin) = self.stdin.take() {
             builder.stdin(InputFile::new(stdin));
         }
@@ -68,6 +64,17 @@ impl WasiConfig {
         }
         if let Some(stderr) = self.stderr.take() {
             builder.stderr(OutputFile::new(stderr));
+        }
+        Ok(builder)
+    }
+
+    /// A builder with everything but stdio: args, env, cwd, preopens, network. Callable
+    /// any number of times (an HTTP server builds one per request).
+    pub(crate) fn builder_without_stdio(&self) -> Result<WasiCtxBuilder> {
+        let mut builder = WasiCtxBuilder::new();
+        builder.args(&self.args).envs(&self.env);
+        if let Some(cwd) = &self.cwd {
+            builder.initial_cwd(cwd);
         }
         for preopen in &self.preopens {
             let perms = if preopen.read_only {
@@ -87,8 +94,13 @@ impl WasiConfig {
                 })?;
         }
         if self.allow_network {
-            builder.inherit_network();
-            builder.allow_ip_name_lookup(true);
+            // wasmtime-wasi denies TCP and UDP unless asked: the guest gets the container's
+            // network namespace, whatever address it names.
+            builder
+                .inherit_network()
+                .allow_tcp(true)
+                .allow_udp(true)
+                .allow_ip_name_lookup(true);
         }
         Ok(builder)
     }

@@ -202,3 +202,28 @@ fn bad_payloads_are_refused_with_named_errors() {
     assert!(matches!(no_run, Error::MissingCliRun { .. }), "{no_run}");
     assert!(no_run.to_string().contains("wasi:cli/run"));
 }
+
+#[test]
+fn guest_sockets_reach_a_loopback_server() {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(&stream)
+            .read_line(&mut line)
+            .unwrap();
+        (&stream).write_all(b"pong").unwrap();
+        line
+    });
+    let config = WasiConfig {
+        args: vec!["tcp_client".into(), addr.to_string()],
+        allow_network: true,
+        ..Default::default()
+    };
+    let run = run_with(p2::TCP_CLIENT, config);
+    assert_eq!(run.status, ExitStatus::Exited(0), "stderr: {}", run.stderr);
+    assert_eq!(run.stdout, "received: pong\n");
+    assert_eq!(server.join().unwrap(), "ping\n");
+}

@@ -13,6 +13,14 @@
 //! it started, unmounts what is still mounted under the temp dir and removes it, and prints
 //! the containerd log tail if the test is failing.
 //!
+//! CRI: [`ContainerdBuilder::with_cri`] writes the config kubelet-style tests need on this
+//! machine (see `shared/FIELD-NOTES.md`): runtime handler `wasmpod`, `restrict_oom_score_adj`,
+//! pod netns mounts under the state dir, runc state under the temp dir, a private CNI bin and
+//! conf dir holding `loopback` chained with the test plugin `test/cni/wasmpod-report-lo`,
+//! sandbox image [`PAUSE_IMAGE`] (built and imported into [`CRI_NAMESPACE`] at start), NRI
+//! off. [`ContainerdVersion`] picks the binaries (system 1.6, or 1.7 / 2.1 cached by
+//! `scripts/fetch-containerd.sh`) and the config schema (version 2 for 1.x, 3 for 2.x).
+//!
 //! Trade-off: everything is found by scanning `/proc` (cmdlines carrying our socket address,
 //! `/proc/self/mountinfo`, `/proc/net/unix`) rather than by asking containerd, so the report
 //! still works when containerd or the shim is the thing that broke.
@@ -47,16 +55,129 @@ pub const SHIM_ENV: &str = "WASMPOD_SHIM";
 
 static NEXT_HARNESS: AtomicUsize = AtomicUsize::new(0);
 
+/// The containerd namespace CRI works in (images for pods are imported here).
+pub const CRI_NAMESPACE: &str = "k8s.io";
+/// CRI runtime handler (RuntimeClass handler) that selects wasmpod.
+pub const CRI_HANDLER: &str = "wasmpod";
+/// The pod sandbox image [`ContainerdBuilder::with_cri`] configures and imports.
+pub const PAUSE_IMAGE: &str = "localhost/pause:latest";
+/// The test CNI plugin, chained after `loopback`: reports `lo`'s 127.0.0.1 as the pod
+/// interface and creates nothing.
+pub const CNI_REPORT_LO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/cni/wasmpod-report-lo");
+/// Where Debian's `containernetworking-plugins` puts the `loopback` plugin.
+pub const CNI_LOOPBACK: &str = "/usr/lib/cni/loopback";
+/// Environment variable overriding the cache dir of `scripts/fetch-containerd.sh`.
+pub const CONTAINERD_CACHE_ENV: &str = "WASMPOD_CONTAINERD_CACHE";
+/// The script that fetches containerd 1.7 and 2.1 into the cache.
+pub const FETCH_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../scripts/fetch-containerd.sh"
+);
+
 /// The `config.toml` schema version to write.
 ///
-/// containerd 1.x reads version 2; 2.x wants version 3 (different CRI plugin names), which
-/// is to be added here when a test runs containerd 2.x.
+/// containerd 1.x reads version 2; 2.x wants version 3 (CRI split into
+/// `io.containerd.cri.v1.runtime` and `io.containerd.cri.v1.images`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ConfigVersion {
     /// containerd 1.6 / 1.7.
     #[default]
     V2,
+    /// containerd 2.x.
+    V3,
+}
+
+/// The containerd releases the test suites run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerdVersion {
+    /// 1.6 from Debian 12: the system's `containerd` on `PATH`.
+    V1_6,
+    /// 1.7 from Debian trixie, cached by `scripts/fetch-containerd.sh`.
+    V1_7,
+    /// 2.1 from Debian sid, cached by `scripts/fetch-containerd.sh`.
+    V2_1,
+}
+
+impl ContainerdVersion {
+    /// All supported versions, oldest first.
+    pub const ALL: [Self; 3] = [Self::V1_6, Self::V1_7, Self::V2_1];
+
+    /// `"1.6"`, `"1.7"`, `"2.1"`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::V1_6 => "1.6",
+            Self::V1_7 => "1.7",
+            Self::V2_1 => "2.1",
+        }
+    }
+
+    /// The config schema this version reads.
+    pub fn config_version(self) -> ConfigVersion {
+        match self {
+            Self::V1_6 | Self::V1_7 => ConfigVersion::V2,
+            Self::V2_1 => ConfigVersion::V3,
+        }
+    }
+
+    /// The directory holding `containerd` and `ctr`: `None` for the system's (on `PATH`),
+    /// else `<cache>/<label>/usr/bin` (the cache is `$WASMPOD_CONTAINERD_CACHE` or
+    /// `~/.cache/wasmpod/containerd`).
+    pub fn bin_dir(self) -> Option<PathBuf> {
+        if self == Self::V1_6 {
+            return None;
+        }
+        let cache = std::env::var_os(CONTAINERD_CACHE_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                    .join(".cache/wasmpod/containerd")
+            });
+        Some(cache.join(self.label()).join("usr/bin"))
+    }
+
+    /// Whether this version's binaries are there.
+    pub fn is_available(self) -> bool {
+        match self.bin_dir() {
+            None => resolve_bin(Path::new("containerd")).is_ok(),
+            Some(dir) => dir.join("containerd").is_file() && dir.join("ctr").is_file(),
+        }
+    }
+
+    /// Make the binaries available: run `scripts/fetch-containerd.sh` when they are
+    /// missing (it is idempotent and only downloads what the cache lacks).
+    pub fn ensure_available(self) -> anyhow::Result<()> {
+        if self.is_available() {
+            return Ok(());
+        }
+        if self == Self::V1_6 {
+            bail!("containerd not found on PATH; install it (scripts/setup.sh)");
+        }
+        let mut cmd = Command::new("bash");
+        cmd.arg(FETCH_SCRIPT);
+        if let Some(cache) = std::env::var_os(CONTAINERD_CACHE_ENV) {
+            cmd.arg(cache);
+        }
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {FETCH_SCRIPT}"))?;
+        if !out.status.success() || !self.is_available() {
+            bail!(
+                "{FETCH_SCRIPT} did not provide containerd {} ({}):\n{}",
+                self.label(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for ContainerdVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "containerd {}", self.label())
+    }
 }
 
 /// How the harness finds the wasmpod shim.
@@ -78,6 +199,7 @@ pub struct ContainerdBuilder {
     ctr_bin: PathBuf,
     config_version: ConfigVersion,
     cri: Option<String>,
+    cri_defaults: bool,
     runtime_options: Vec<(String, String)>,
     extra_config: String,
     shim: ShimLocation,
@@ -93,6 +215,7 @@ impl Default for ContainerdBuilder {
             ctr_bin: PathBuf::from("ctr"),
             config_version: ConfigVersion::V2,
             cri: None,
+            cri_defaults: false,
             runtime_options: Vec::new(),
             extra_config: String::new(),
             shim: ShimLocation::Auto,
@@ -134,6 +257,24 @@ impl ContainerdBuilder {
     pub fn cri(mut self, extra_toml: impl Into<String>) -> Self {
         self.cri = Some(extra_toml.into());
         self
+    }
+
+    /// Enable the CRI plugin with everything a kubelet-style test needs on this machine
+    /// (see the [module docs](self)); combine with [`ContainerdBuilder::cri`] for more.
+    /// At start the CNI dirs are filled and [`PAUSE_IMAGE`] is imported.
+    pub fn with_cri(mut self) -> Self {
+        self.cri_defaults = true;
+        self.cri.get_or_insert_with(String::new);
+        self
+    }
+
+    /// Use the binaries and config schema of `version` (see [`ContainerdVersion`]).
+    pub fn version(self, version: ContainerdVersion) -> Self {
+        let b = self.config_version(version.config_version());
+        match version.bin_dir() {
+            Some(dir) => b.bin_dir(dir),
+            None => b.containerd_bin("containerd").ctr_bin("ctr"),
+        }
     }
 
     /// Add `key = value` (value is TOML, e.g. `"\"/x\""` or `"true"`) to the wasmpod
@@ -373,6 +514,9 @@ impl Containerd {
         for sub in ["root", "state", "fifo"] {
             fs::create_dir_all(path.join(sub))?;
         }
+        if opts.cri_defaults {
+            setup_cni(&path)?;
+        }
         let n = NEXT_HARNESS.fetch_add(1, Ordering::Relaxed);
         let namespace = format!("wasmpod-test-{}-{n}", std::process::id());
 
@@ -415,6 +559,9 @@ impl Containerd {
         };
         harness.wait_ready(opts.start_timeout)?;
         harness.start_events()?;
+        if opts.cri_defaults {
+            harness.import_pause_image()?;
+        }
         Ok(harness)
     }
 
@@ -629,6 +776,54 @@ impl Containerd {
         .with_context(|| format!("importing {}", tar.display()))
     }
 
+    /// Run `ctr -a <sock> -n <namespace> ARGS...` in another namespace (e.g.
+    /// [`CRI_NAMESPACE`]).
+    pub fn ctr_in<I, S>(&self, namespace: &str, args: I) -> anyhow::Result<CtrOutput>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut full: Vec<std::ffi::OsString> = vec!["-n".into(), namespace.into()];
+        full.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self.run_ctr(full, false, self.ctr_timeout)
+    }
+
+    /// `ctr -n k8s.io images import --all-platforms TAR`: makes an image available to CRI
+    /// without a pull (kubelet's `IfNotPresent` then never calls PullImage).
+    pub fn import_cri(&self, tar: impl AsRef<Path>) -> anyhow::Result<CtrOutput> {
+        let tar = tar.as_ref();
+        self.ctr_in(
+            CRI_NAMESPACE,
+            [
+                OsStr::new("images"),
+                OsStr::new("import"),
+                OsStr::new("--all-platforms"),
+                tar.as_os_str(),
+            ],
+        )?
+        .ok()
+        .with_context(|| format!("importing {} into {CRI_NAMESPACE}", tar.display()))
+    }
+
+    /// Build [`PAUSE_IMAGE`] (busybox; a shell that sleeps until SIGTERM) and import it
+    /// for CRI. The wasmpod shim runs the sandbox itself, but CRI still resolves and
+    /// unpacks the sandbox image (and runc would run it for other handlers).
+    fn import_pause_image(&self) -> anyhow::Result<()> {
+        let tar = self.path.join("pause.tar");
+        crate::image::ImageBuilder::busybox(PAUSE_IMAGE)?
+            .entrypoint(["/bin/sh", "-c"])
+            .cmd(["trap 'exit 0' TERM INT; while :; do sleep 3600 & wait; done"])
+            .write_tar(&tar)?;
+        self.import_cri(&tar)?;
+        let _ = fs::remove_file(&tar);
+        Ok(())
+    }
+
+    /// The CRI gRPC endpoint (containerd's own socket).
+    pub fn cri_socket(&self) -> PathBuf {
+        self.socket()
+    }
+
     /// Whether containerd still answers `ctr version`.
     pub fn is_alive(&self) -> bool {
         matches!(self.run_ctr(["version"], false, Duration::from_secs(10)), Ok(o) if o.success())
@@ -695,10 +890,11 @@ impl Containerd {
         }
         let address = self.socket().to_string_lossy().into_owned();
         for id in self.known_ids() {
-            let p =
-                Path::new(SHIM_SOCKET_DIR).join(shim_socket_name(&address, &self.namespace, &id));
-            if p.exists() {
-                sockets.insert(p);
+            for ns in [self.namespace.as_str(), CRI_NAMESPACE] {
+                let p = Path::new(SHIM_SOCKET_DIR).join(shim_socket_name(&address, ns, &id));
+                if p.exists() {
+                    sockets.insert(p);
+                }
             }
         }
         Leftovers {
@@ -762,7 +958,7 @@ impl Containerd {
         let events = read_lossy(&self.path.join("events.log"));
         for line in events.lines() {
             // `TIMESTAMP NAMESPACE TOPIC {json}`
-            if !line.contains(&self.namespace) {
+            if !line.contains(&self.namespace) && !line.contains(CRI_NAMESPACE) {
                 continue;
             }
             for key in ["\"container_id\":\"", "\"id\":\""] {
@@ -814,9 +1010,10 @@ impl Containerd {
         }
         let address = self.socket().to_string_lossy().into_owned();
         for id in self.known_ids() {
-            let p =
-                Path::new(SHIM_SOCKET_DIR).join(shim_socket_name(&address, &self.namespace, &id));
-            let _ = fs::remove_file(p);
+            for ns in [self.namespace.as_str(), CRI_NAMESPACE] {
+                let p = Path::new(SHIM_SOCKET_DIR).join(shim_socket_name(&address, ns, &id));
+                let _ = fs::remove_file(p);
+            }
         }
         // Per-namespace runtime dirs (e.g. /run/containerd/runc/<ns>), if empty.
         if let Ok(entries) = fs::read_dir("/run/containerd") {
@@ -830,6 +1027,13 @@ impl Containerd {
 impl Drop for Containerd {
     fn drop(&mut self) {
         self.stop();
+        // `ctr run` puts containers at cgroupsPath `/<namespace>/<id>`; runtimes remove the
+        // leaf, and the namespace level is containerd's to clean (kubelet's, in a cluster).
+        if let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") {
+            for hierarchy in hierarchies.flatten() {
+                let _ = fs::remove_dir(hierarchy.path().join(&self.namespace));
+            }
+        }
         if std::thread::panicking() {
             eprintln!(
                 "=== containerd log tail ({}) ===\n{}\n=== end of containerd log ===",
@@ -893,13 +1097,20 @@ pub fn shim_socket_name(address: &str, namespace: &str, id: &str) -> String {
 }
 
 fn render_config(opts: &ContainerdBuilder, dir: &Path) -> String {
-    let ConfigVersion::V2 = opts.config_version;
+    let v3 = opts.config_version == ConfigVersion::V3;
     let mut c = String::new();
-    c.push_str("version = 2\n");
+    c.push_str(if v3 { "version = 3\n" } else { "version = 2\n" });
     c.push_str(&format!("root = {:?}\n", dir.join("root")));
     c.push_str(&format!("state = {:?}\n", dir.join("state")));
     if opts.cri.is_none() {
-        c.push_str("disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n");
+        if v3 {
+            c.push_str("disabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.cri.v1.runtime\", \"io.containerd.cri.v1.images\", \"io.containerd.nri.v1.nri\"]\n");
+        } else {
+            c.push_str("disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n");
+        }
+    } else if v3 {
+        // NRI is on by default in 2.x and would listen on /var/run/nri/nri.sock.
+        c.push_str("disabled_plugins = [\"io.containerd.nri.v1.nri\"]\n");
     }
     c.push_str(&format!(
         "\n[grpc]\n  address = {:?}\n\n[ttrpc]\n  address = {:?}\n\n[debug]\n  level = {:?}\n\n[metrics]\n  address = \"\"\n",
@@ -913,13 +1124,21 @@ fn render_config(opts: &ContainerdBuilder, dir: &Path) -> String {
         dir.join("root/opt")
     ));
     if let Some(extra) = &opts.cri {
+        // Where runtimes live: 1.x `grpc.v1.cri.containerd`, 2.x `cri.v1.runtime.containerd`.
+        let runtime_plugin = if v3 {
+            "plugins.\"io.containerd.cri.v1.runtime\""
+        } else {
+            "plugins.\"io.containerd.grpc.v1.cri\""
+        };
+        let runtimes = format!("{runtime_plugin}.containerd.runtimes");
+        if opts.cri_defaults {
+            c.push_str(&cri_defaults(dir, v3, runtime_plugin));
+        }
         c.push_str(&format!(
-            "\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmpod]\n  runtime_type = {RUNTIME:?}\n"
+            "\n[{runtimes}.wasmpod]\n  runtime_type = {RUNTIME:?}\n"
         ));
         if !opts.runtime_options.is_empty() {
-            c.push_str(
-                "\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmpod.options]\n",
-            );
+            c.push_str(&format!("\n[{runtimes}.wasmpod.options]\n"));
             for (k, v) in &opts.runtime_options {
                 c.push_str(&format!("  {k} = {v}\n"));
             }
@@ -931,6 +1150,70 @@ fn render_config(opts: &ContainerdBuilder, dir: &Path) -> String {
     c.push('\n');
     c.push_str(&opts.extra_config);
     c
+}
+
+/// The CRI settings of [`ContainerdBuilder::with_cri`], without the wasmpod runtime table.
+fn cri_defaults(dir: &Path, v3: bool, runtime_plugin: &str) -> String {
+    let cni_bin = dir.join("cni/bin");
+    let cni_conf = dir.join("cni/conf");
+    let runc_root = dir.join("runc");
+    let mut c = String::new();
+    // Settings of the runtime side (1.x: all in grpc.v1.cri).
+    c.push_str(&format!(
+        "\n[{runtime_plugin}]\n  restrict_oom_score_adj = true\n  netns_mounts_under_state_dir = true\n  enable_selinux = false\n  disable_apparmor = true\n  enable_cdi = false\n"
+    ));
+    if v3 {
+        c.push_str(&format!(
+            "\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n\n[plugins.\"io.containerd.cri.v1.images\".pinned_images]\n  sandbox = {PAUSE_IMAGE:?}\n\n[plugins.\"io.containerd.cri.v1.images\".runtime_platforms.{CRI_HANDLER}]\n  platform = \"wasip1/wasm\"\n"
+        ));
+    } else {
+        c.push_str(&format!(
+            "  sandbox_image = {PAUSE_IMAGE:?}\n  stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n"
+        ));
+    }
+    // 2.1 deprecates `bin_dir` (a deprecation warning shows as a CRI condition).
+    let bin_key = if v3 { "bin_dirs" } else { "bin_dir" };
+    let bin_value = if v3 {
+        format!("[{cni_bin:?}]")
+    } else {
+        format!("{cni_bin:?}")
+    };
+    c.push_str(&format!(
+        "\n[{runtime_plugin}.cni]\n  {bin_key} = {bin_value}\n  conf_dir = {cni_conf:?}\n  max_conf_num = 1\n"
+    ));
+    c.push_str(&format!(
+        "\n[{runtime_plugin}.containerd]\n  default_runtime_name = \"runc\"\n\n[{runtime_plugin}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\n[{runtime_plugin}.containerd.runtimes.runc.options]\n  Root = {runc_root:?}\n"
+    ));
+    c
+}
+
+/// Fill `<dir>/cni/bin` (`loopback` and the test plugin) and `<dir>/cni/conf` (a
+/// conflist chaining them).
+fn setup_cni(dir: &Path) -> anyhow::Result<()> {
+    let bin = dir.join("cni/bin");
+    let conf = dir.join("cni/conf");
+    fs::create_dir_all(&bin)?;
+    fs::create_dir_all(&conf)?;
+    if !Path::new(CNI_LOOPBACK).is_file() {
+        bail!(
+            "{CNI_LOOPBACK} missing: apt-get install containernetworking-plugins (scripts/setup.sh)"
+        );
+    }
+    std::os::unix::fs::symlink(CNI_LOOPBACK, bin.join("loopback"))?;
+    std::os::unix::fs::symlink(CNI_REPORT_LO, bin.join("wasmpod-report-lo"))?;
+    fs::write(
+        conf.join("10-wasmpod-test.conflist"),
+        r#"{
+  "cniVersion": "1.0.0",
+  "name": "wasmpod-test-lo",
+  "plugins": [
+    { "type": "loopback" },
+    { "type": "wasmpod-report-lo" }
+  ]
+}
+"#,
+    )?;
+    Ok(())
 }
 
 fn resolve_bin(bin: &Path) -> anyhow::Result<PathBuf> {

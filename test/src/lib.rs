@@ -1,7 +1,9 @@
 //! Test support for wasmpod: builds OCI image tarballs around `.wasm` payloads
-//! ([`image`]) and runs a private containerd for integration tests ([`containerd`]).
+//! ([`image`]), runs a private containerd for integration tests ([`containerd`]) and
+//! drives its CRI plugin the way kubelet does ([`cri`]).
 //!
 //! Nothing here is used by the shim at run time.
 
 pub mod containerd;
+pub mod cri;
 pub mod image;

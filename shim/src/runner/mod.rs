@@ -13,18 +13,24 @@ mod spec;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Write};
+use std::path::Path;
 
 use oci_spec::runtime::Spec;
 use wasmpod_runtime_core::cache::{self, ModuleCache};
 use wasmpod_runtime_core::locate::resolve_entrypoint;
-use wasmpod_runtime_core::{EngineSettings, ExitStatus, Prepared, Runtime, WasiConfig, WasmSource};
+use wasmpod_runtime_core::{
+    EngineSettings, ExitStatus, HttpConfig, Prepared, Runtime, WasiConfig, WasmSource,
+};
 
+use crate::launcher::OOM_MARKER_FILE;
 use crate::os::fd;
 use crate::protocol::{RunnerRequest, RunnerStatus, START_FD, STATUS_FD};
 use spec::GuestSpec;
 
 /// Exit code of a runner that could not prepare its container (the shim reports why).
 const PREPARE_FAILED: i32 = 1;
+/// Exit code when wasmpod itself could not run a prepared guest (e.g. its HTTP port is in use).
+const RUN_FAILED: i32 = 125;
 
 /// A container ready to start.
 struct PreparedContainer {
@@ -40,13 +46,17 @@ pub fn main(request_json: Option<OsString>) -> i32 {
     let (mut status_pipe, mut start_pipe) =
         unsafe { (fd::inherited(STATUS_FD), fd::inherited(START_FD)) };
     let interrupts = signals::install();
+    let mut bundle = std::path::PathBuf::new();
     let prepared = request_json
         .ok_or_else(|| "runner started without a request".to_owned())
         .and_then(|json| {
             serde_json::from_str::<RunnerRequest>(&json.to_string_lossy())
                 .map_err(|e| format!("invalid runner request: {e}"))
         })
-        .and_then(|request| prepare(&request));
+        .and_then(|request| {
+            bundle = request.bundle.clone();
+            prepare(&request)
+        });
     let status = match &prepared {
         Ok(_) => RunnerStatus::Ready,
         Err(error) => RunnerStatus::Failed {
@@ -65,7 +75,7 @@ pub fn main(request_json: Option<OsString>) -> i32 {
         return 0;
     }
     drop(start_pipe);
-    run(container, &interrupts)
+    run(container, &interrupts, &bundle)
 }
 
 fn prepare(request: &RunnerRequest) -> Result<PreparedContainer, String> {
@@ -85,12 +95,20 @@ fn prepare(request: &RunnerRequest) -> Result<PreparedContainer, String> {
         .map_err(|e| e.to_string())?;
     let source = WasmSource::from_file(&entrypoint.guest_path, &entrypoint.host_path)
         .map_err(|e| e.to_string())?;
-    let runtime = Runtime::new(&EngineSettings::commands()).map_err(|e| e.to_string())?;
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    let http =
+        HttpConfig::from_settings(|key| annotations.get(key).map(String::as_str), &guest.env)
+            .map_err(|e| e.to_string())?;
+    let settings = EngineSettings::for_source(&source, guest.memory_limit, &http);
+    let runtime = Runtime::new(&settings).map_err(|e| e.to_string())?;
     let runtime = match open_cache() {
         Some(cache) => runtime.with_cache(cache),
         None => runtime,
     };
-    let prepared = runtime.prepare(&source).map_err(|e| e.to_string())?;
+    let prepared = runtime
+        .prepare(&source)
+        .map_err(|e| e.to_string())?
+        .with_http(http);
     let stderr_for_traps = stderr.as_ref().and_then(|f| f.try_clone().ok());
     let config = WasiConfig {
         args: guest.args,
@@ -123,18 +141,33 @@ fn open_cache() -> Option<ModuleCache> {
     ModuleCache::open(&dir, cache::DEFAULT_MAX_BYTES).ok()
 }
 
-fn run(container: PreparedContainer, interrupts: &signals::Interrupts) -> i32 {
+fn run(container: PreparedContainer, interrupts: &signals::Interrupts, bundle: &Path) -> i32 {
     let interrupter = container.runtime.interrupter();
-    interrupts.attach(interrupter.clone());
+    interrupts.attach(interrupter.clone(), container.prepared.is_http_server());
     let status = container.prepared.run(container.config, &interrupter);
-    let status = match status {
-        Ok(status) => status,
-        Err(e) => ExitStatus::Trapped {
-            message: e.to_string(),
-        },
+    let mut stderr = container.stderr;
+    let mut report = |line: String| {
+        if let Some(stderr) = stderr.as_mut() {
+            let _ = writeln!(stderr, "{line}");
+        }
     };
-    if let (ExitStatus::Trapped { message }, Some(mut stderr)) = (&status, container.stderr) {
-        let _ = writeln!(stderr, "wasmpod: guest trapped: {message}");
+    match status {
+        Ok(ExitStatus::Trapped { message }) => {
+            report(format!("wasmpod: guest trapped: {message}"));
+            wasmpod_runtime_core::exit::TRAP_EXIT_CODE
+        }
+        Ok(ExitStatus::OutOfMemory { message }) => {
+            // The shim reports TaskOOM when it finds this marker at exit.
+            let _ = std::fs::write(bundle.join(OOM_MARKER_FILE), b"");
+            report(format!(
+                "wasmpod: guest ran out of memory (container memory limit): {message}"
+            ));
+            wasmpod_runtime_core::exit::OUT_OF_MEMORY_EXIT_CODE
+        }
+        Ok(status) => status.code(),
+        Err(e) => {
+            report(format!("wasmpod: {e}"));
+            RUN_FAILED
+        }
     }
-    status.code()
 }

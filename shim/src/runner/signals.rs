@@ -4,7 +4,8 @@
 //! init of a PID namespace, which drops signals left at their default action), are blocked
 //! in every thread, and are taken by one thread with `sigwait`. That thread interrupts the
 //! guest through wasmtime's epoch and, should the guest sit in a blocking host call, ends
-//! the process after a short grace.
+//! the process after a short grace. A wasi:http server drains on the first signal (it
+//! stops accepting and finishes in-flight requests) and is stopped by the second.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,16 +23,28 @@ const TERMINATING: [Signal; 4] = [
     Signal::SIGQUIT,
 ];
 
+/// The guest signals go to once it runs.
+#[derive(Clone)]
+struct Target {
+    interrupter: Interrupter,
+    /// A wasi:http server drains on the first signal instead of stopping.
+    drains: bool,
+}
+
 /// Where signals go once a guest runs.
 #[derive(Clone, Default)]
 pub struct Interrupts {
-    target: Arc<Mutex<Option<Interrupter>>>,
+    target: Arc<Mutex<Option<Target>>>,
 }
 
 impl Interrupts {
-    /// Sends later signals to the guest run by `interrupter`.
-    pub fn attach(&self, interrupter: Interrupter) {
-        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = Some(interrupter);
+    /// Sends later signals to the guest run by `interrupter`; `drains` when the guest is an
+    /// HTTP server whose first signal means "stop accepting, finish in-flight requests".
+    pub fn attach(&self, interrupter: Interrupter, drains: bool) {
+        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = Some(Target {
+            interrupter,
+            drains,
+        });
     }
 }
 
@@ -53,16 +66,22 @@ pub fn install() -> Interrupts {
         .spawn(move || {
             loop {
                 let Ok(sig) = set.wait() else { continue };
-                let code = 128 + sig as i32;
                 let attached = target.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                match attached {
-                    Some(interrupter) => {
-                        interrupter.interrupt(sig as i32);
-                        std::thread::sleep(BLOCKED_GUEST_GRACE);
-                        std::process::exit(code);
-                    }
-                    None => std::process::exit(code),
+                let Some(Target {
+                    interrupter,
+                    drains,
+                }) = attached
+                else {
+                    std::process::exit(128 + sig as i32);
+                };
+                interrupter.interrupt(sig as i32);
+                if drains && interrupter.interrupts() == 1 {
+                    // The server drains and returns on its own (within its drain timeout).
+                    continue;
                 }
+                std::thread::sleep(BLOCKED_GUEST_GRACE);
+                let first = interrupter.requested().unwrap_or(sig as i32);
+                std::process::exit(128 + first);
             }
         })
         .expect("spawn signal thread");

@@ -1,0 +1,186 @@
+//! Figures 1 and 2: wall time of `ctr run --rm`, and where a start's time goes.
+//!
+//! [`Ctr`] runs `ctr run --rm` against the bench's containerd and times the whole command,
+//! as a user (or `hyperfine`) would. The runs of the different images are interleaved — one
+//! of each per round — so a burst of load from the machine's other work hits every image
+//! alike and the ratios stay meaningful. [`shim_ready_times`] reads the shim's own debug
+//! line `container ID: Wasm process PID ready in D` (logged when containerd runs at debug
+//! level, which passes `-debug` to shims) out of containerd's log: the time from Create
+//! reaching the shim's launcher to the runner reporting the payload compiled or loaded.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+/// The wasmpod runtime type.
+pub const WASMPOD: &str = "io.containerd.wasmpod.v1";
+
+/// `ctr` against the bench's containerd.
+#[derive(Debug, Clone)]
+pub struct Ctr {
+    pub socket: String,
+    pub namespace: String,
+    pub fifo_dir: PathBuf,
+}
+
+/// One image to start: the runtime (None = containerd's default, runc), image and args.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    pub runtime: Option<&'static str>,
+    pub image: String,
+    pub args: Vec<String>,
+}
+
+impl Ctr {
+    fn command(&self) -> Command {
+        let mut command = Command::new("ctr");
+        command.args(["-a", &self.socket, "-n", &self.namespace]);
+        command.stdin(Stdio::null()).stdout(Stdio::null());
+        command
+    }
+
+    /// `ctr run --rm` of `payload` as container `id`; returns the wall time. Fails when the
+    /// container does not exit 0.
+    pub fn run_rm(&self, payload: &Payload, id: &str) -> anyhow::Result<Duration> {
+        let mut command = self.command();
+        command
+            .args(["run", "--rm", "--fifo-dir"])
+            .arg(&self.fifo_dir);
+        if let Some(runtime) = payload.runtime {
+            command.args(["--runtime", runtime]);
+        }
+        command.args([&payload.image, id]).args(&payload.args);
+        let began = Instant::now();
+        let output = command
+            .stderr(Stdio::piped())
+            .output()
+            .context("running ctr")?;
+        let elapsed = began.elapsed();
+        if !output.status.success() {
+            bail!(
+                "ctr run --rm {} {id}: {}: {}",
+                payload.image,
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(elapsed)
+    }
+
+    /// `ctr containers create` of `payload` as container `id` (a template for the gRPC
+    /// driver).
+    pub fn create_container(&self, payload: &Payload, id: &str) -> anyhow::Result<()> {
+        let mut command = self.command();
+        command.args(["containers", "create"]);
+        if let Some(runtime) = payload.runtime {
+            command.args(["--runtime", runtime]);
+        }
+        command.args([&payload.image, id]).args(&payload.args);
+        let output = command.stderr(Stdio::piped()).output()?;
+        if !output.status.success() {
+            bail!(
+                "ctr containers create {} {id}: {}",
+                payload.image,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Interleaved `ctr run --rm` rounds: `rounds` times one run of each payload (ids
+/// `<prefix>-<name>-<round>`); returns the times per payload, in `payloads` order.
+pub fn interleaved(
+    ctr: &Ctr,
+    payloads: &[(&str, &Payload)],
+    prefix: &str,
+    rounds: usize,
+) -> anyhow::Result<Vec<Vec<Duration>>> {
+    let mut times = vec![Vec::with_capacity(rounds); payloads.len()];
+    for round in 0..rounds {
+        for (i, (name, payload)) in payloads.iter().enumerate() {
+            times[i].push(ctr.run_rm(payload, &format!("{prefix}-{name}-{round}"))?);
+        }
+    }
+    Ok(times)
+}
+
+/// Removes everything in the compile cache dir (not the dir itself).
+pub fn clear_cache(dir: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// The shim's "ready in" times (create → runner ready) of containers whose id starts with
+/// `prefix`, from containerd's log.
+pub fn shim_ready_times(log: &Path, prefix: &str) -> Vec<Duration> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let marker = format!("container {prefix}");
+    text.lines()
+        .filter_map(|line| {
+            let at = line.find(&marker)?;
+            let rest = &line[at..];
+            let ready = rest.find(" ready in ")?;
+            let value = rest[ready + " ready in ".len()..]
+                .split(|c: char| c == '"' || c.is_whitespace())
+                .next()?;
+            parse_debug_duration(value)
+        })
+        .collect()
+}
+
+/// Parses a `Duration`'s `Debug` form (`950ns`, `12.5µs`, `3.2ms`, `1.02s`).
+fn parse_debug_duration(text: &str) -> Option<Duration> {
+    let (number, scale) = [("ns", 1e-9), ("µs", 1e-6), ("ms", 1e-3), ("s", 1.0)]
+        .iter()
+        .find_map(|(unit, scale)| text.strip_suffix(unit).map(|n| (n, *scale)))?;
+    let value: f64 = number.parse().ok()?;
+    Some(Duration::from_secs_f64(value * scale))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_debug_durations() {
+        assert_eq!(
+            parse_debug_duration("3.5ms"),
+            Some(Duration::from_micros(3500))
+        );
+        assert_eq!(
+            parse_debug_duration("12µs"),
+            Some(Duration::from_micros(12))
+        );
+        assert_eq!(
+            parse_debug_duration("1.25s"),
+            Some(Duration::from_millis(1250))
+        );
+        assert_eq!(parse_debug_duration("ms"), None);
+    }
+
+    #[test]
+    fn finds_ready_lines() {
+        let dir = std::env::temp_dir().join(format!("wasmpod-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("c.log");
+        std::fs::write(
+            &log,
+            "x\n[DEBUG] container s-hello-1: Wasm process 12 ready in 7.5ms\n\
+             container other: Wasm process 13 ready in 1ms\n",
+        )
+        .unwrap();
+        let times = shim_ready_times(&log, "s-hello");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(times, [Duration::from_micros(7500)]);
+    }
+}

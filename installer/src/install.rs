@@ -1,0 +1,672 @@
+//! `install` and `uninstall`: the order of the steps and the decisions between them.
+//!
+//! install: detect → resolve version and cgroup driver → plan → (dry run: report the diffs and
+//! stop) → copy the shim → save state → write files → restart containerd *only if a config
+//! file changed* → probe → label the node. A failed probe removes the label, so the
+//! RuntimeClass never sends pods to a node whose containerd lacks the runtime.
+//!
+//! uninstall: unlabel first (no new pods arrive) → revert each recorded file (byte-for-byte
+//! original when it still holds what we wrote) → restart if anything changed → remove the
+//! shim (or restore the binary it replaced) → probe that the runtime is gone → drop the state.
+//!
+//! Every side effect goes through a seam in [`Seams`]; the tests below drive both verbs with
+//! recording fakes.
+
+use std::path::{Path, PathBuf};
+
+use crate::detect::{self, CgroupDriver, CgroupDriverChoice, DetectOptions, Detected, Flavour};
+use crate::hostfs::{HostRoot, sha256_hex};
+use crate::label::NodeLabeler;
+use crate::plan::{self, FileEdit};
+use crate::probe::{Expect, Prober};
+use crate::restart::{HostExec, Restarter};
+use crate::shimfile;
+use crate::state::{self, InstallState, ShimRecord};
+use crate::tomledit::{ConfigVersion, RuntimeSpec};
+use crate::{Error, HANDLER, NODE_LABEL, RUNTIME_TYPE, SHIM_BINARY};
+
+/// What to install and where (paths are host paths unless noted).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where the host's root is mounted.
+    pub host: HostRoot,
+    /// Flavour and config locations.
+    pub detect: DetectOptions,
+    /// The schema version to write when the config files do not state one.
+    pub config_version: Option<ConfigVersion>,
+    /// `--cgroup-driver`.
+    pub cgroup_driver: CgroupDriverChoice,
+    /// The shim binary to copy (installer-side path); `None` skips the copy.
+    pub shim_source: Option<PathBuf>,
+    /// Its expected sha256 (else read from `<shim_source>.sha256`).
+    pub shim_sha256: Option<String>,
+    /// Host directory the shim goes to.
+    pub install_dir: PathBuf,
+    /// Write `runtime_path` (the shim's absolute path) into the runtime table.
+    pub runtime_path: bool,
+    /// Extra runtime `options` (`key`, TOML value).
+    pub runtime_options: Vec<(String, String)>,
+    /// Host path of the state file.
+    pub state_file: PathBuf,
+    /// The node to label (`None`: do not label).
+    pub node_name: Option<String>,
+    /// Report the changes without making them.
+    pub dry_run: bool,
+}
+
+impl Options {
+    /// Defaults for the host root `host`.
+    pub fn new(host: HostRoot) -> Self {
+        Self {
+            host,
+            detect: DetectOptions::default(),
+            config_version: None,
+            cgroup_driver: CgroupDriverChoice::Auto,
+            shim_source: None,
+            shim_sha256: None,
+            install_dir: PathBuf::from("/usr/local/bin"),
+            runtime_path: true,
+            runtime_options: Vec::new(),
+            state_file: PathBuf::from("/var/lib/wasmpod/install-state.json"),
+            node_name: None,
+            dry_run: false,
+        }
+    }
+
+    fn shim_target(&self) -> PathBuf {
+        self.install_dir.join(SHIM_BINARY)
+    }
+}
+
+/// The side effects, injected.
+pub struct Seams<'a> {
+    /// Runs host commands (`containerd --version`).
+    pub exec: &'a dyn HostExec,
+    /// Restarts containerd.
+    pub restarter: &'a dyn Restarter,
+    /// Checks containerd afterwards.
+    pub prober: &'a dyn Prober,
+    /// Labels the node (`None`: no labelling possible).
+    pub labeler: Option<&'a dyn NodeLabeler>,
+}
+
+/// What a run did (or, dry, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Host paths of config files written (or that would be).
+    pub changed_files: Vec<PathBuf>,
+    /// Whether the shim binary was written or removed.
+    pub shim_changed: bool,
+    /// Whether containerd was restarted.
+    pub restarted: bool,
+    /// Whether the node label was set (install) or removed (uninstall).
+    pub labelled: bool,
+    /// Unified diffs of the file changes.
+    pub diff: String,
+}
+
+/// The schema version to write: what the file says, else `--config-version`, else what the
+/// host's containerd binary is, else 2 (which containerd 2.x also reads, migrating it).
+fn resolve_version(detected: &Detected, opts: &Options, exec: &dyn HostExec) -> ConfigVersion {
+    if let Some(v) = detected.version {
+        if let Some(flag) = opts.config_version
+            && flag != v
+        {
+            log::warn!(
+                "--config-version {} ignored: the config says {v}",
+                flag.number()
+            );
+        }
+        return v;
+    }
+    if let Some(v) = opts.config_version {
+        log::info!(
+            "config does not state its version; using --config-version {}",
+            v.number()
+        );
+        return v;
+    }
+    if matches!(detected.flavour, Flavour::Containerd | Flavour::MicroK8s) {
+        match exec.run(&["containerd".to_owned(), "--version".to_owned()]) {
+            Ok(out) => {
+                if let Some(v) = detect::version_from_containerd(&out.stdout) {
+                    log::info!(
+                        "config does not state its version; containerd is {} so writing {v}",
+                        out.stdout.trim()
+                    );
+                    return v;
+                }
+            }
+            Err(e) => log::warn!("could not ask containerd its version: {e}"),
+        }
+    }
+    log::info!("config version unknown; writing version 2 (containerd 2.x migrates it)");
+    ConfigVersion::V2
+}
+
+fn expect(detected: &Detected, version: ConfigVersion, present: bool) -> Expect {
+    let dump = match &detected.layout {
+        detect::Layout::Containerd { root, .. } => Some(vec![
+            "containerd".to_owned(),
+            "--config".to_owned(),
+            root.display().to_string(),
+            "config".to_owned(),
+            "dump".to_owned(),
+        ]),
+        _ => None,
+    };
+    Expect {
+        socket: detected.socket.clone(),
+        dump,
+        handler: HANDLER.to_owned(),
+        runtime_type: RUNTIME_TYPE.to_owned(),
+        present,
+        version,
+    }
+}
+
+fn set_label(seams: &Seams<'_>, opts: &Options, value: Option<&str>) -> Result<bool, Error> {
+    let (Some(labeler), Some(node)) = (seams.labeler, opts.node_name.as_deref()) else {
+        log::info!("no node name or API access: node label {NODE_LABEL} left alone");
+        return Ok(false);
+    };
+    match value {
+        Some(v) => log::info!("labelling node {node} {NODE_LABEL}={v}"),
+        None => log::info!("removing label {NODE_LABEL} from node {node}"),
+    }
+    labeler.set_label(node, NODE_LABEL, value)?;
+    Ok(true)
+}
+
+fn apply(host: &HostRoot, edit: &FileEdit) -> Result<(), Error> {
+    match &edit.after {
+        Some(text) => host.write_atomic(&edit.path, text.as_bytes(), 0o644)?,
+        None => host.remove(&edit.path)?,
+    }
+    log::info!("wrote {}", edit.path.display());
+    Ok(())
+}
+
+/// Install the shim and register the runtime.
+pub fn install(opts: &Options, seams: &Seams<'_>) -> Result<Report, Error> {
+    let host = &opts.host;
+    let detected = detect::detect(host, &opts.detect)?;
+    let version = resolve_version(&detected, opts, seams.exec);
+    let driver = detect::cgroup_driver(host, opts.cgroup_driver)?;
+    let spec = RuntimeSpec {
+        handler: HANDLER.to_owned(),
+        runtime_type: RUNTIME_TYPE.to_owned(),
+        runtime_path: opts
+            .runtime_path
+            .then(|| opts.shim_target().display().to_string()),
+        systemd_cgroup: driver == CgroupDriver::Systemd,
+        options: opts.runtime_options.clone(),
+    };
+    let edits = plan::plan_install(host, &detected, version, &spec)?;
+    let changed: Vec<&FileEdit> = edits.iter().filter(|e| e.changed()).collect();
+    let mut report = Report {
+        changed_files: changed.iter().map(|e| e.path.clone()).collect(),
+        diff: changed.iter().map(|e| e.diff()).collect(),
+        ..Report::default()
+    };
+    for edit in &edits {
+        if !edit.changed() {
+            log::info!(
+                "{} already registers the runtime: unchanged",
+                edit.path.display()
+            );
+        }
+    }
+    let previous = state::load(host, &opts.state_file)?;
+
+    if let Some(source) = &opts.shim_source {
+        let expected = shimfile::expected_digest(source, opts.shim_sha256.as_deref())?;
+        let ours = previous
+            .as_ref()
+            .and_then(|s| s.shim.as_ref())
+            .map(|s| s.sha256.as_str());
+        let backup = Path::new("/var/lib/wasmpod/backup").join(SHIM_BINARY);
+        let result = shimfile::install_shim(
+            host,
+            source,
+            expected.as_deref(),
+            &opts.shim_target(),
+            ours,
+            &backup,
+            opts.dry_run,
+        )?;
+        report.shim_changed = result.changed;
+        if !opts.dry_run {
+            let mut st = previous
+                .clone()
+                .unwrap_or_else(|| new_state(&detected, version));
+            let keep_backup = st.shim.as_ref().and_then(|s| s.backup.clone());
+            st.shim = Some(ShimRecord {
+                path: opts.shim_target(),
+                sha256: result.sha256,
+                backup: result.backup.or(keep_backup),
+            });
+            state::save(host, &opts.state_file, &st)?;
+        }
+    }
+    if opts.dry_run {
+        log::info!(
+            "dry run: {} file(s) would change{}",
+            changed.len(),
+            if changed.is_empty() {
+                ""
+            } else {
+                " and containerd would be restarted"
+            }
+        );
+        return Ok(report);
+    }
+
+    let mut st =
+        state::load(host, &opts.state_file)?.unwrap_or_else(|| new_state(&detected, version));
+    st.config_version = version;
+    if let detect::Layout::Containerd { dropin, .. } = &detected.layout
+        && edits.iter().any(|e| e.path == *dropin)
+    {
+        st.dropin = Some(dropin.display().to_string());
+    }
+    for edit in &changed {
+        let written = sha256_hex(edit.after.as_deref().unwrap_or("").as_bytes());
+        st.record_file(&edit.path, edit.kind, edit.before.as_deref(), written);
+    }
+    state::save(host, &opts.state_file, &st)?;
+    for edit in &changed {
+        apply(host, edit)?;
+    }
+
+    if changed.is_empty() {
+        log::info!("configuration unchanged: containerd not restarted");
+    } else {
+        seams.restarter.restart(&detected.unit)?;
+        report.restarted = true;
+    }
+    if let Err(e) = seams.prober.probe(&expect(&detected, version, true)) {
+        log::error!("probe failed: {e}");
+        if let Err(le) = set_label(seams, opts, None) {
+            log::warn!("could not remove the node label after the failed probe: {le}");
+        }
+        return Err(e.into());
+    }
+    report.labelled = set_label(seams, opts, Some("true"))?;
+    log::info!("wasmpod is installed");
+    Ok(report)
+}
+
+fn new_state(detected: &Detected, version: ConfigVersion) -> InstallState {
+    InstallState {
+        format: state::FORMAT,
+        flavour: detected.flavour,
+        config_version: version,
+        handler: HANDLER.to_owned(),
+        unit: detected.unit.clone(),
+        dropin: None,
+        shim: None,
+        files: Vec::new(),
+    }
+}
+
+/// Revert what the recorded install did.
+pub fn uninstall(opts: &Options, seams: &Seams<'_>) -> Result<Report, Error> {
+    let host = &opts.host;
+    let mut report = Report::default();
+    let Some(st) = state::load(host, &opts.state_file)? else {
+        log::info!(
+            "no install state at {}: nothing to revert",
+            opts.state_file.display()
+        );
+        if !opts.dry_run {
+            report.labelled = set_label(seams, opts, None)?;
+        }
+        return Ok(report);
+    };
+    if !opts.dry_run {
+        report.labelled = set_label(seams, opts, None)?;
+    }
+
+    let mut edits = Vec::new();
+    for rec in st.files.iter().rev() {
+        let Some(current) = host.read_text(&rec.path)? else {
+            log::warn!("{} is gone; nothing to revert there", rec.path.display());
+            continue;
+        };
+        let after = if sha256_hex(current.as_bytes()) == rec.written_sha256 {
+            log::info!(
+                "restoring {} as it was before the install",
+                rec.path.display()
+            );
+            rec.original.clone()
+        } else {
+            log::warn!(
+                "{} changed since the install: removing only wasmpod's entries",
+                rec.path.display()
+            );
+            plan::revert_entries(
+                rec.kind,
+                &rec.path,
+                &current,
+                st.config_version,
+                &st.handler,
+                st.dropin.as_deref(),
+                rec.original.is_none(),
+            )?
+        };
+        edits.push(FileEdit {
+            path: rec.path.clone(),
+            kind: rec.kind,
+            before: Some(current),
+            after,
+        });
+    }
+    let changed: Vec<&FileEdit> = edits.iter().filter(|e| e.changed()).collect();
+    report.changed_files = changed.iter().map(|e| e.path.clone()).collect();
+    report.diff = changed.iter().map(|e| e.diff()).collect();
+    if opts.dry_run {
+        log::info!("dry run: {} file(s) would be reverted", changed.len());
+        return Ok(report);
+    }
+    for edit in &changed {
+        apply(host, edit)?;
+    }
+    let redetected = detect::detect(
+        host,
+        &DetectOptions {
+            flavour: Some(st.flavour),
+            ..opts.detect.clone()
+        },
+    )?;
+    let detected = Detected {
+        unit: st.unit.clone(),
+        version: Some(st.config_version),
+        ..redetected
+    };
+    if changed.is_empty() {
+        log::info!("configuration already reverted: containerd not restarted");
+    } else {
+        seams.restarter.restart(&st.unit)?;
+        report.restarted = true;
+    }
+
+    if let Some(shim) = &st.shim {
+        match host.read(&shim.path)? {
+            Some(bytes) if sha256_hex(&bytes) == shim.sha256 => {
+                match &shim.backup {
+                    Some(backup) if host.exists(backup) => {
+                        let old = host.read(backup)?.unwrap_or_default();
+                        host.write_atomic(&shim.path, &old, 0o755)?;
+                        host.remove(backup)?;
+                        log::info!("restored the previous {}", shim.path.display());
+                    }
+                    _ => {
+                        host.remove(&shim.path)?;
+                        log::info!("removed {}", shim.path.display());
+                    }
+                }
+                report.shim_changed = true;
+            }
+            Some(_) => log::warn!(
+                "{} was replaced since the install; left alone",
+                shim.path.display()
+            ),
+            None => log::info!("{} is already gone", shim.path.display()),
+        }
+    }
+    seams
+        .prober
+        .probe(&expect(&detected, st.config_version, false))?;
+    state::remove(host, &opts.state_file)?;
+    log::info!("wasmpod is uninstalled");
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::label::LabelError;
+    use crate::probe::ProbeError;
+    use crate::restart::{Output, RestartError};
+
+    /// Records every side effect, in order.
+    #[derive(Default)]
+    struct Log(RefCell<Vec<String>>);
+
+    struct Fakes<'a> {
+        log: &'a Log,
+        probe_ok: bool,
+    }
+
+    impl HostExec for Fakes<'_> {
+        fn run(&self, argv: &[String]) -> Result<Output, RestartError> {
+            self.log
+                .0
+                .borrow_mut()
+                .push(format!("exec {}", argv.join(" ")));
+            Ok(Output {
+                stdout: "containerd github.com/containerd/containerd 1.6.20\n".into(),
+                stderr: String::new(),
+            })
+        }
+    }
+    impl Restarter for Fakes<'_> {
+        fn restart(&self, unit: &str) -> Result<(), RestartError> {
+            self.log.0.borrow_mut().push(format!("restart {unit}"));
+            Ok(())
+        }
+    }
+    impl Prober for Fakes<'_> {
+        fn probe(&self, expect: &Expect) -> Result<(), ProbeError> {
+            self.log
+                .0
+                .borrow_mut()
+                .push(format!("probe present={}", expect.present));
+            if self.probe_ok {
+                Ok(())
+            } else {
+                Err(ProbeError::Runtime("has no runtime".into()))
+            }
+        }
+    }
+    impl NodeLabeler for Fakes<'_> {
+        fn set_label(&self, node: &str, key: &str, value: Option<&str>) -> Result<(), LabelError> {
+            self.log
+                .0
+                .borrow_mut()
+                .push(format!("label {node} {key}={value:?}"));
+            Ok(())
+        }
+    }
+
+    fn seams<'a>(f: &'a Fakes<'a>) -> Seams<'a> {
+        Seams {
+            exec: f,
+            restarter: f,
+            prober: f,
+            labeler: Some(f),
+        }
+    }
+
+    const ORIGINAL: &str = "# my containerd\nversion = 2\n\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"registry.k8s.io/pause:3.9\" # pinned\n";
+
+    fn setup() -> (tempfile::TempDir, Options) {
+        let dir = tempfile::tempdir().unwrap();
+        let host = HostRoot::new(dir.path().join("host"));
+        host.write_atomic("/etc/containerd/config.toml", ORIGINAL.as_bytes(), 0o644)
+            .unwrap();
+        let shim = dir.path().join(SHIM_BINARY);
+        std::fs::write(&shim, b"shim").unwrap();
+        let mut opts = Options::new(host);
+        opts.shim_source = Some(shim);
+        opts.node_name = Some("node-1".into());
+        opts.cgroup_driver = "systemd".parse().unwrap();
+        (dir, opts)
+    }
+
+    fn take(log: &Log) -> Vec<String> {
+        std::mem::take(&mut *log.0.borrow_mut())
+    }
+
+    #[test]
+    fn install_restarts_once_then_labels_and_second_run_changes_nothing() {
+        let (_d, opts) = setup();
+        let log = Log::default();
+        let f = Fakes {
+            log: &log,
+            probe_ok: true,
+        };
+        let r = install(&opts, &seams(&f)).unwrap();
+        assert!(r.restarted && r.labelled && r.shim_changed);
+        assert_eq!(
+            take(&log),
+            [
+                "restart containerd",
+                "probe present=true",
+                "label node-1 wasmpod.dev/installed=Some(\"true\")"
+            ]
+        );
+        let text = opts
+            .host
+            .read_text("/etc/containerd/config.toml")
+            .unwrap()
+            .unwrap();
+        assert!(text.starts_with(ORIGINAL), "{text}");
+        assert!(text.contains("SystemdCgroup = true"), "{text}");
+
+        let r = install(&opts, &seams(&f)).unwrap();
+        assert!(!r.restarted && !r.shim_changed && r.changed_files.is_empty());
+        assert_eq!(
+            take(&log),
+            [
+                "probe present=true",
+                "label node-1 wasmpod.dev/installed=Some(\"true\")"
+            ]
+        );
+    }
+
+    #[test]
+    fn failed_probe_never_labels_and_removes_a_stale_label() {
+        let (_d, opts) = setup();
+        let log = Log::default();
+        let f = Fakes {
+            log: &log,
+            probe_ok: false,
+        };
+        let err = install(&opts, &seams(&f)).unwrap_err();
+        assert!(matches!(err, Error::Probe(_)), "{err}");
+        assert_eq!(
+            take(&log),
+            [
+                "restart containerd",
+                "probe present=true",
+                "label node-1 wasmpod.dev/installed=None"
+            ]
+        );
+    }
+
+    #[test]
+    fn dry_run_writes_nothing_and_reports_the_diff() {
+        let (_d, mut opts) = setup();
+        opts.dry_run = true;
+        let log = Log::default();
+        let f = Fakes {
+            log: &log,
+            probe_ok: true,
+        };
+        let r = install(&opts, &seams(&f)).unwrap();
+        assert!(
+            r.diff
+                .contains("+[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmpod]"),
+            "{}",
+            r.diff
+        );
+        assert!(take(&log).is_empty());
+        assert_eq!(
+            opts.host
+                .read_text("/etc/containerd/config.toml")
+                .unwrap()
+                .unwrap(),
+            ORIGINAL
+        );
+        assert!(!opts.host.exists(opts.shim_target()));
+        assert!(!opts.host.exists(&opts.state_file));
+    }
+
+    #[test]
+    fn uninstall_unlabels_first_and_restores_byte_for_byte() {
+        let (_d, opts) = setup();
+        let log = Log::default();
+        let f = Fakes {
+            log: &log,
+            probe_ok: true,
+        };
+        install(&opts, &seams(&f)).unwrap();
+        take(&log);
+        let r = uninstall(&opts, &seams(&f)).unwrap();
+        assert!(r.restarted && r.shim_changed);
+        assert_eq!(
+            take(&log),
+            [
+                "label node-1 wasmpod.dev/installed=None",
+                "restart containerd",
+                "probe present=false"
+            ]
+        );
+        assert_eq!(
+            opts.host
+                .read_text("/etc/containerd/config.toml")
+                .unwrap()
+                .unwrap(),
+            ORIGINAL
+        );
+        assert!(!opts.host.exists(opts.shim_target()));
+        assert!(!opts.host.exists(&opts.state_file));
+        // Nothing recorded any more: a second uninstall only makes sure the label is gone.
+        let r = uninstall(&opts, &seams(&f)).unwrap();
+        assert!(!r.restarted);
+    }
+
+    #[test]
+    fn uninstall_after_a_later_edit_removes_only_our_entries() {
+        let (_d, opts) = setup();
+        let log = Log::default();
+        let f = Fakes {
+            log: &log,
+            probe_ok: true,
+        };
+        install(&opts, &seams(&f)).unwrap();
+        let path = "/etc/containerd/config.toml";
+        let edited = format!(
+            "{}\n# added later\n",
+            opts.host.read_text(path).unwrap().unwrap()
+        );
+        opts.host
+            .write_atomic(path, edited.as_bytes(), 0o644)
+            .unwrap();
+        uninstall(&opts, &seams(&f)).unwrap();
+        let text = opts.host.read_text(path).unwrap().unwrap();
+        assert!(!text.contains("wasmpod]"), "{text}");
+        assert!(
+            text.contains("# added later") && text.contains("sandbox_image"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn no_node_name_means_no_label_calls() {
+        let (_d, mut opts) = setup();
+        opts.node_name = None;
+        let log = Log::default();
+        let f = Fakes {
+            log: &log,
+            probe_ok: true,
+        };
+        let r = install(&opts, &seams(&f)).unwrap();
+        assert!(!r.labelled);
+        assert_eq!(take(&log), ["restart containerd", "probe present=true"]);
+    }
+}
