@@ -47,10 +47,10 @@ fn last_runc_error(log: &std::path::Path) -> String {
     std::fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["level"] == "error")
-        .filter_map(|v| v["msg"].as_str().map(str::to_owned))
-        .last()
+        .find_map(|v| v["msg"].as_str().map(str::to_owned))
         .unwrap_or_else(|| "no error logged".into())
 }
 
