@@ -457,6 +457,51 @@ fn mixed_pod(version: ContainerdVersion) {
     n.teardown(&pod);
 }
 
+/// A wasi:http component in a pod serves HTTP inside the pod's network namespace (reached
+/// from inside that netns on 127.0.0.1:8080), its per-request stderr line reaches the CRI
+/// log, and StopContainer drains it to exit 0.
+fn http_pod_serves(version: ContainerdVersion) {
+    let Some(n) = Node::start(version) else {
+        return;
+    };
+    let image = n.wasm_image("http-hello", wasmpod_fixtures::http::HELLO);
+    let pod = n.run_pod(&n.pod("http"));
+    let web = ContainerConfig::new("web", &image);
+    let web_id = n.create_and_start(&pod, &web);
+    let netns = n
+        .netns_path(&pod)
+        .expect("the pod has its own network namespace");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net={netns}"))
+            .args(["curl", "-s", "-m", "2", "http://127.0.0.1:8080/greet"])
+            .output()
+            .expect("run nsenter curl");
+        let body = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(body, "hello from wasi:http\n", "{version}: response from the pod");
+    let stopped = Instant::now();
+    n.cri.stop_container(&web_id, 10).expect("StopContainer");
+    let status = n.cri.container_status(&web_id).expect("status");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "{version}: StopContainer waited out the grace period: {status:?}"
+    );
+    assert_eq!(status.exit_code, 0, "{version}: drained server: {status:?}");
+    let log = wasmpod_test::cri::read_log(n.log_path(&pod, &web));
+    assert!(
+        log.iter()
+            .any(|l| l.stream == "stderr" && l.message == "hello: GET /greet"),
+        "{version}: the guest's stderr line in the CRI log: {log:?}"
+    );
+    n.teardown(&pod);
+}
+
 /// A guest allocating past its memory limit ends OOMKilled.
 fn memory_limit_oom(version: ContainerdVersion) {
     let Some(n) = Node::start(version) else {
@@ -610,6 +655,11 @@ macro_rules! cri_suite {
             #[test]
             fn exit_code_three() {
                 super::exit_code_three($version);
+            }
+
+            #[test]
+            fn http_pod_serves() {
+                super::http_pod_serves($version);
             }
 
             #[test]
