@@ -484,7 +484,10 @@ fn http_pod_serves(version: ContainerdVersion) {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert_eq!(body, "hello from wasi:http\n", "{version}: response from the pod");
+    assert_eq!(
+        body, "hello from wasi:http\n",
+        "{version}: response from the pod"
+    );
     let stopped = Instant::now();
     n.cri.stop_container(&web_id, 10).expect("StopContainer");
     let status = n.cri.container_status(&web_id).expect("status");

@@ -491,3 +491,91 @@ fn rejects_a_component_without_cli_run() {
         &[&["wasi:cli/run"]],
     );
 }
+
+/// A network namespace made by the test, holding only `lo`; removed on drop.
+struct TestNetns(String);
+
+impl TestNetns {
+    fn new() -> Self {
+        let name = format!("wasmpod-test-{}", std::process::id());
+        for args in [
+            vec!["netns", "add", name.as_str()],
+            vec!["-n", name.as_str(), "link", "set", "lo", "up"],
+        ] {
+            let status = std::process::Command::new("ip")
+                .args(&args)
+                .status()
+                .expect("run ip");
+            assert!(status.success(), "ip {args:?} failed");
+        }
+        TestNetns(name)
+    }
+
+    fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.0)
+    }
+
+    fn curl(&self, url: &str) -> Option<String> {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.0, "curl", "-s", "-m", "2", url])
+            .output()
+            .expect("run curl in the netns");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn wasi_http_component_serves_in_its_network_namespace() {
+    let c = containerd();
+    let netns = TestNetns::new();
+    let (img, entry) = wasm_image(&c, "http-hello", wasmpod_fixtures::http::HELLO);
+    let with_ns = format!("network:{}", netns.path());
+    let out = c
+        .run([
+            "-d",
+            "--null-io",
+            "--runtime",
+            RUNTIME,
+            "--with-ns",
+            &with_ns,
+            &img,
+            "http-hello",
+            &entry,
+        ])
+        .expect("ctr run -d");
+    assert!(out.success(), "{out}");
+    wait_running(&c, "http-hello");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        match netns.curl("http://127.0.0.1:8080/") {
+            Some(body) => break body,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            None => panic!("the server never answered inside {}", netns.path()),
+        }
+    };
+    assert_eq!(body, "hello from wasi:http\n");
+    let kill = c
+        .ctr(["tasks", "kill", "-s", "SIGTERM", "http-hello"])
+        .expect("kill");
+    assert!(kill.success(), "{kill}");
+    assert_eq!(
+        c.wait_exit("http-hello", Duration::from_secs(30)),
+        Some(0),
+        "a drained server exits 0"
+    );
+    let del = c.ctr(["tasks", "delete", "http-hello"]).expect("delete");
+    assert!(del.success(), "{del}");
+    let rm = c.ctr(["containers", "rm", "http-hello"]).expect("rm");
+    assert!(rm.success(), "{rm}");
+    assert_clean(&c);
+}
