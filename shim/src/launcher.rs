@@ -62,6 +62,53 @@ pub trait ContainerProcess: Send {
     fn release(&mut self) -> TaskResult<()>;
 }
 
+/// What every container process has: its id, its pid and, usually, its cgroup. The kinds
+/// of [`ContainerProcess`] delegate signals, pids and usage to it.
+#[derive(Debug)]
+pub struct ProcessCore {
+    pub id: String,
+    pub pid: u32,
+    pub cgroup: Option<Cgroup>,
+}
+
+impl ProcessCore {
+    pub fn signal(&self, signal: u32) -> TaskResult<bool> {
+        crate::os::signals::send(self.pid, signal).map_err(|e| {
+            TaskError::internal(
+                format!("container {}: signal {signal} to pid {}", self.id, self.pid),
+                e,
+            )
+        })
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        match &self.cgroup {
+            Some(cgroup) => cgroup.pids(),
+            None => vec![self.pid],
+        }
+    }
+
+    pub fn usage(&self) -> Option<CgroupUsage> {
+        self.cgroup.as_ref().map(Cgroup::usage)
+    }
+
+    /// True when the kernel OOM-killed a process of the cgroup.
+    pub fn oom_killed(&self) -> bool {
+        self.cgroup
+            .as_ref()
+            .is_some_and(|c| c.usage().oom_kills > 0)
+    }
+
+    /// Removes the cgroup (after the processes are gone).
+    pub fn remove_cgroup(&mut self) {
+        if let Some(cgroup) = self.cgroup.take()
+            && let Err(e) = cgroup.remove()
+        {
+            warn!("container {}: {e}", self.id);
+        }
+    }
+}
+
 /// Makes container processes.
 pub trait Launcher: Send + Sync {
     fn create(&self, request: &CreateRequest) -> TaskResult<Box<dyn ContainerProcess>>;

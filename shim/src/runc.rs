@@ -12,9 +12,9 @@ use std::process::{Command, Stdio};
 use log::warn;
 
 use crate::error::{TaskError, TaskResult};
-use crate::launcher::{ContainerProcess, CreateRequest};
+use crate::launcher::{ContainerProcess, CreateRequest, ProcessCore};
 use crate::os::cgroup::{Cgroup, CgroupUsage};
-use crate::os::{exec, fd, rootfs, signals};
+use crate::os::{exec, fd, rootfs};
 
 /// runc's state directory for wasmpod's Linux containers.
 pub const RUNC_ROOT: &str = "/run/wasmpod/runc";
@@ -22,12 +22,9 @@ const PID_FILE: &str = "runc.pid";
 const LOG_FILE: &str = "runc-log.json";
 
 struct RuncProcess {
-    id: String,
+    core: ProcessCore,
     log: PathBuf,
-    pid: u32,
-    started: bool,
     rootfs: Option<PathBuf>,
-    cgroup: Option<Cgroup>,
 }
 
 fn runc(log: &std::path::Path, args: &[&str]) -> Command {
@@ -119,12 +116,13 @@ pub fn create(
         })
         .and_then(|path| Cgroup::new(&path).ok());
     Ok(Box::new(RuncProcess {
-        id: id.clone(),
+        core: ProcessCore {
+            id: id.clone(),
+            pid,
+            cgroup,
+        },
         log,
-        pid,
-        started: false,
         rootfs,
-        cgroup,
     }))
 }
 
@@ -143,58 +141,43 @@ fn wait_for_pid_file(path: &std::path::Path) -> Option<u32> {
 
 impl ContainerProcess for RuncProcess {
     fn pid(&self) -> u32 {
-        self.pid
+        self.core.pid
     }
 
     fn start(&mut self) -> TaskResult<()> {
-        run_runc(
-            &self.id,
-            "start",
-            &self.log,
-            &mut runc(&self.log, &["start", &self.id]),
-        )?;
-        self.started = true;
-        Ok(())
+        let id = &self.core.id;
+        run_runc(id, "start", &self.log, &mut runc(&self.log, &["start", id]))
     }
 
     fn signal(&self, signal: u32) -> TaskResult<bool> {
-        signals::send(self.pid, signal).map_err(|e| {
-            TaskError::internal(
-                format!("container {}: signal {signal} to pid {}", self.id, self.pid),
-                e,
-            )
-        })
+        self.core.signal(signal)
     }
 
     fn pids(&self) -> Vec<u32> {
-        match &self.cgroup {
-            Some(cgroup) => cgroup.pids(),
-            None => vec![self.pid],
-        }
+        self.core.pids()
     }
 
     fn usage(&self) -> Option<CgroupUsage> {
-        self.cgroup.as_ref().map(Cgroup::usage)
+        self.core.usage()
     }
 
     fn out_of_memory(&self) -> bool {
-        self.cgroup
-            .as_ref()
-            .is_some_and(|c| c.usage().oom_kills > 0)
+        self.core.oom_killed()
     }
 
     fn release(&mut self) -> TaskResult<()> {
+        let id = &self.core.id;
         if let Err(e) = run_runc(
-            &self.id,
+            id,
             "delete",
             &self.log,
-            &mut runc(&self.log, &["delete", "--force", &self.id]),
+            &mut runc(&self.log, &["delete", "--force", id]),
         ) {
             warn!("{e}");
         }
         if let Some(rootfs) = self.rootfs.take() {
             rootfs::unmount(&rootfs).map_err(|e| {
-                TaskError::internal(format!("container {}: unmounting rootfs", self.id), e)
+                TaskError::internal(format!("container {}: unmounting rootfs", self.core.id), e)
             })?;
         }
         Ok(())

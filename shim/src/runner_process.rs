@@ -17,7 +17,8 @@ use oci_spec::runtime::Spec;
 
 use crate::error::{TaskError, TaskResult};
 use crate::launcher::{
-    ContainerKind, ContainerProcess, CreateRequest, OOM_MARKER_FILE, RUNNER_PID_FILE, create_cgroup,
+    ContainerKind, ContainerProcess, CreateRequest, OOM_MARKER_FILE, ProcessCore, RUNNER_PID_FILE,
+    create_cgroup,
 };
 use crate::os::cgroup::{Cgroup, CgroupUsage};
 use crate::os::namespaces::NamespacePlan;
@@ -27,12 +28,10 @@ use crate::protocol::{
 };
 
 struct RunnerProcess {
-    id: String,
+    core: ProcessCore,
     bundle: PathBuf,
-    pid: u32,
     start: Option<std::fs::File>,
     rootfs: Option<PathBuf>,
-    cgroup: Option<Cgroup>,
 }
 
 /// Creates a wasm container or the sandbox; `rootfs` is set when Create mounted it.
@@ -60,12 +59,14 @@ pub fn create(
                 began.elapsed()
             );
             Ok(Box::new(RunnerProcess {
-                id: id.clone(),
+                core: ProcessCore {
+                    id: id.clone(),
+                    pid,
+                    cgroup,
+                },
                 bundle: request.bundle.clone(),
-                pid,
                 start: Some(start),
                 rootfs,
-                cgroup,
             }))
         }
         Err(e) => {
@@ -173,59 +174,40 @@ fn spawn(
 
 impl ContainerProcess for RunnerProcess {
     fn pid(&self) -> u32 {
-        self.pid
+        self.core.pid
     }
 
     fn start(&mut self) -> TaskResult<()> {
+        let ProcessCore { id, pid, .. } = &self.core;
         let mut pipe = self.start.take().ok_or_else(|| {
-            TaskError::FailedPrecondition(format!("container {}: already started", self.id))
+            TaskError::FailedPrecondition(format!("container {id}: already started"))
         })?;
-        pipe.write_all(b"s").map_err(|e| {
-            TaskError::internal(
-                format!("container {}: starting process {}", self.id, self.pid),
-                e,
-            )
-        })
+        pipe.write_all(b"s")
+            .map_err(|e| TaskError::internal(format!("container {id}: starting process {pid}"), e))
     }
 
     fn signal(&self, signal: u32) -> TaskResult<bool> {
-        signals::send(self.pid, signal).map_err(|e| {
-            TaskError::internal(
-                format!("container {}: signal {signal} to pid {}", self.id, self.pid),
-                e,
-            )
-        })
+        self.core.signal(signal)
     }
 
     fn pids(&self) -> Vec<u32> {
-        match &self.cgroup {
-            Some(cgroup) => cgroup.pids(),
-            None => vec![self.pid],
-        }
+        self.core.pids()
     }
 
     fn usage(&self) -> Option<CgroupUsage> {
-        self.cgroup.as_ref().map(Cgroup::usage)
+        self.core.usage()
     }
 
     fn out_of_memory(&self) -> bool {
-        self.bundle.join(OOM_MARKER_FILE).exists()
-            || self
-                .cgroup
-                .as_ref()
-                .is_some_and(|c| c.usage().oom_kills > 0)
+        self.bundle.join(OOM_MARKER_FILE).exists() || self.core.oom_killed()
     }
 
     fn release(&mut self) -> TaskResult<()> {
         self.start = None;
-        if let Some(cgroup) = self.cgroup.take()
-            && let Err(e) = cgroup.remove()
-        {
-            warn!("container {}: {e}", self.id);
-        }
+        self.core.remove_cgroup();
         if let Some(rootfs) = self.rootfs.take() {
             rootfs::unmount(&rootfs).map_err(|e| {
-                TaskError::internal(format!("container {}: unmounting rootfs", self.id), e)
+                TaskError::internal(format!("container {}: unmounting rootfs", self.core.id), e)
             })?;
         }
         Ok(())
