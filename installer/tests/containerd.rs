@@ -9,16 +9,24 @@
 //!    stops and starts this containerd and `containerd config dump` as the probe;
 //! 3. checks containerd answers, its CRI plugin loaded, and its merged config has runtime
 //!    `wasmpod` (`io.containerd.wasmpod.v1`) under the CRI plugin path of its version;
+//!    then, as kubelet would, a CRI `RunPodSandbox` with `runtime_handler: wasmpod` (a
+//!    hostNetwork pod, so no CNI is involved) must give a READY sandbox served by the shim
+//!    the installer put in `<host root>/usr/local/bin` (the installer runs with
+//!    `--no-runtime-path` and containerd's `PATH` starts with that directory); StopPodSandbox
+//!    and RemovePodSandbox leave no shim process, mount, shim socket or cgroup;
 //! 4. runs install again: nothing changes, no restart;
 //! 5. runs `uninstall`: one more restart, the config file is the stock one byte for byte,
-//!    the runtime is gone, the shim and the state file are removed.
+//!    the runtime is gone, the shim and the state file are removed, and `RunPodSandbox` with
+//!    handler `wasmpod` is refused (`no runtime for "wasmpod" is configured`).
 //!
-//! Needs root and containerd (`scripts/setup.sh`); fails with a clear message otherwise.
+//! The "stock" config carries a few test-only CRI settings this machine needs (see
+//! `shared/FIELD-NOTES.md`): `restrict_oom_score_adj`, a private CNI conf dir, and the
+//! sandbox image `localhost/pause:latest` (busybox, imported into `k8s.io` at start, never
+//! pulled). They are written before the installer runs, so it has to preserve them.
 //!
-//! HOOK(CRI): between steps 3 and 4, a CRI `RunPodSandbox` with `runtime_handler: wasmpod`
-//! against `ctrd.socket()` is the full proof; the installer runs with `--no-runtime-path` and
-//! containerd's `PATH` starts with `<host root>/usr/local/bin`, so the shim installed there is
-//! the one CRI would start. Add it with the CRI client in `wasmpod-test`.
+//! Needs root, containerd, busybox-static (`scripts/setup.sh`) and the built shim
+//! (`cargo build -p containerd-shim-wasmpod`, or `$WASMPOD_SHIM`); fails with a clear message
+//! otherwise.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -26,6 +34,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use wasmpod_installer::tomledit::{self, ConfigVersion};
+use wasmpod_test::containerd::{
+    CRI_HANDLER, CRI_NAMESPACE, PAUSE_IMAGE, SHIM_BINARY, locate_shim, shim_processes_of,
+    shim_socket_name,
+};
+use wasmpod_test::cri::{CriClient, CriError, PodConfig, TestCgroup, api};
+use wasmpod_test::image::ImageBuilder;
+
+/// Where containerd (any instance) puts shim sockets.
+const SHIM_SOCKET_DIR: &str = "/run/containerd/s";
 
 /// The containerd binaries to test: `(label, bin dir or None for PATH)`.
 fn containerds() -> Vec<(String, Option<PathBuf>)> {
@@ -159,6 +176,36 @@ impl Ctrd {
                 true.into(),
             );
         }
+        // Test-only CRI settings so a pod sandbox can run on this machine; part of the
+        // "stock" config, so the installer must keep them and uninstall restore them.
+        let cri = match version {
+            ConfigVersion::V3 => "io.containerd.cri.v1.runtime",
+            _ => "io.containerd.grpc.v1.cri",
+        };
+        // Root here lacks CAP_SYS_RESOURCE: the sandbox's oom_score_adj -998 is refused.
+        set(
+            &mut doc,
+            &["plugins", cri, "restrict_oom_score_adj"],
+            true.into(),
+        );
+        // containerd creates and watches the CNI conf dir: keep it off the host's
+        // /etc/cni/net.d (the hostNetwork pod needs no CNI).
+        set(
+            &mut doc,
+            &["plugins", cri, "cni", "conf_dir"],
+            path("cni/conf"),
+        );
+        // The sandbox image: a local one imported at start (below), never pulled.
+        let sandbox_image: &[&str] = match version {
+            ConfigVersion::V3 => &[
+                "plugins",
+                "io.containerd.cri.v1.images",
+                "pinned_images",
+                "sandbox",
+            ],
+            _ => &["plugins", "io.containerd.grpc.v1.cri", "sandbox_image"],
+        };
+        set(&mut doc, sandbox_image, PAUSE_IMAGE.into());
         std::fs::create_dir_all(c.config().parent().unwrap()).unwrap();
         std::fs::write(c.config(), doc.to_string()).unwrap();
         let path_env = format!(
@@ -190,7 +237,114 @@ echo $! > pid
         std::fs::write(c.restart_script(), script).unwrap();
         run(Command::new("sh").arg(c.restart_script()));
         c.wait_ready();
+        c.import_pause_image();
         c
+    }
+
+    /// Build [`PAUSE_IMAGE`] (busybox: a shell that sleeps until SIGTERM) and import it into
+    /// `k8s.io`, as the CRI suite does: CRI resolves and unpacks the sandbox image even
+    /// though the wasmpod shim runs the sandbox itself.
+    fn import_pause_image(&self) {
+        let tar = self.dir.path().join("pause.tar");
+        ImageBuilder::busybox(PAUSE_IMAGE)
+            .unwrap_or_else(|e| panic!("building {PAUSE_IMAGE}: {e}"))
+            .entrypoint(["/bin/sh", "-c"])
+            .cmd(["trap 'exit 0' TERM INT; while :; do sleep 3600 & wait; done"])
+            .write_tar(&tar)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", tar.display()));
+        run(Command::new(&self.ctr)
+            .arg("--address")
+            .arg(self.socket())
+            .args(["-n", CRI_NAMESPACE, "images", "import", "--all-platforms"])
+            .arg(&tar));
+        let _ = std::fs::remove_file(&tar);
+    }
+
+    /// A CRI client, once the CRI service answers `Status` with RuntimeReady (it may
+    /// still be initialising right after a restart).
+    fn cri(&self, label: &str) -> CriClient {
+        let start = Instant::now();
+        loop {
+            let last = CriClient::connect(self.socket()).and_then(|cri| {
+                let status = cri.status()?;
+                let ready = status.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.r#type == "RuntimeReady" && c.status)
+                });
+                Ok(ready.then_some(cri).ok_or(status))
+            });
+            match last {
+                Ok(Ok(cri)) => return cri,
+                last if start.elapsed() > Duration::from_secs(30) => {
+                    panic!("{label}: CRI not ready after 30 s: {last:?}")
+                }
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// A cgroup subtree for this containerd's pods.
+    fn cgroup(&self) -> TestCgroup {
+        let tag = self
+            .dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        TestCgroup::new(&tag)
+    }
+
+    /// A hostNetwork pod `name` (no CNI needed) under `cgroup`, handler `wasmpod`.
+    fn pod(&self, name: &str, cgroup: &TestCgroup) -> PodConfig {
+        PodConfig::new(name, &self.dir.path().join("pods"))
+            .host_network(true)
+            .cgroup_parent(cgroup.pod_parent(name))
+            .runtime_handler(CRI_HANDLER)
+    }
+
+    /// What a pod of this containerd left behind: shim processes (and descendants), mounts
+    /// under the temp dir, the shim sockets of `sandboxes`, and cgroups below the pod's
+    /// `cgroup_parent` (the parent itself is kubelet's to remove). Polls up to 10 s (shims
+    /// exit asynchronously); empty when nothing is left.
+    fn leftovers(&self, sandboxes: &[&str], pod: &PodConfig) -> Vec<String> {
+        let address = self.socket().to_string_lossy().into_owned();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut left: Vec<String> = shim_processes_of(&self.socket())
+                .into_iter()
+                .map(|p| format!("process {}: {}", p.pid, p.cmdline.join(" ")))
+                .collect();
+            left.extend(
+                mounts_under(self.dir.path())
+                    .into_iter()
+                    .map(|m| format!("mount {m}")),
+            );
+            left.extend(
+                sandboxes
+                    .iter()
+                    .map(|id| {
+                        Path::new(SHIM_SOCKET_DIR).join(shim_socket_name(
+                            &address,
+                            CRI_NAMESPACE,
+                            id,
+                        ))
+                    })
+                    .filter(|s| s.exists())
+                    .map(|s| format!("shim socket {}", s.display())),
+            );
+            if let Some(parent) = &pod.cgroup_parent {
+                left.extend(
+                    TestCgroup::dirs_below(parent)
+                        .into_iter()
+                        .map(|d| format!("cgroup {}", d.display())),
+                );
+            }
+            if left.is_empty() || Instant::now() >= deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn wait_ready(&self) {
@@ -254,23 +408,31 @@ echo $! > pid
 
 impl Drop for Ctrd {
     fn drop(&mut self) {
+        // Shims of a pod a failed check did not tear down would outlive containerd.
+        let shims = shim_processes_of(&self.socket());
         if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("pid"))
             && let Ok(pid) = pid.trim().parse::<i32>()
         {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
+            signal("-TERM", pid);
             for _ in 0..100 {
                 if !Path::new(&format!("/proc/{pid}")).exists() {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(pid.to_string())
-                .status();
+            signal("-KILL", pid);
+        }
+        if !shims.is_empty() {
+            for p in shims {
+                signal("-KILL", p.pid);
+            }
+            // Give them a moment to release their mounts.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let mut mounts = mounts_under(self.dir.path());
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.matches('/').count()));
+        for m in mounts {
+            let _ = Command::new("umount").args(["-l", &m]).status();
         }
         if std::thread::panicking() {
             let log =
@@ -284,6 +446,114 @@ impl Drop for Ctrd {
     }
 }
 
+/// Mount points under `dir` (octal escapes in mountinfo are not decoded: the temp dir has
+/// none).
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = format!("{}/", dir.display());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Step 3, kubelet's path: RunPodSandbox with handler `wasmpod` gives a READY sandbox served
+/// by the installed shim; StopPodSandbox + RemovePodSandbox leave nothing behind.
+fn sandbox_runs_with_wasmpod(c: &Ctrd, label: &str) {
+    let cri = c.cri(label);
+    let cgroup = c.cgroup();
+    let config = c.pod("installer-check", &cgroup);
+    let pod = cri.run_pod(&config).unwrap_or_else(|e| {
+        panic!("{label}: RunPodSandbox with handler {CRI_HANDLER} after install: {e}")
+    });
+    let status = cri
+        .pod_status(&pod.id)
+        .unwrap_or_else(|e| panic!("{label}: {e}"))
+        .status
+        .unwrap_or_else(|| panic!("{label}: PodSandboxStatus without status"));
+    assert_eq!(
+        status.state,
+        api::PodSandboxState::SandboxReady as i32,
+        "{label}: sandbox not ready: {status:?}"
+    );
+    assert!(
+        status.runtime_handler.is_empty() || status.runtime_handler == CRI_HANDLER,
+        "{label}: sandbox runs with handler {:?}",
+        status.runtime_handler
+    );
+    let installed = c.host().join("usr/local/bin").join(SHIM_BINARY);
+    let shims = shim_processes_of(&c.socket());
+    assert!(
+        shims.iter().any(|p| {
+            !p.is_transient()
+                && std::fs::read_link(format!("/proc/{}/exe", p.pid)).is_ok_and(|e| e == installed)
+        }),
+        "{label}: no shim process runs {}: {shims:?}",
+        installed.display()
+    );
+
+    eprintln!(
+        "{label}: sandbox {} READY, served by {}",
+        pod.id,
+        installed.display()
+    );
+
+    cri.stop_and_remove_pod(&pod.id)
+        .unwrap_or_else(|e| panic!("{label}: tearing the sandbox down: {e}"));
+    let pods = cri.list_pods().unwrap_or_else(|e| panic!("{label}: {e}"));
+    assert!(pods.is_empty(), "{label}: pods left: {pods:?}");
+    let left = c.leftovers(&[&pod.id], &config);
+    assert!(
+        left.is_empty(),
+        "{label}: left behind by the sandbox:\n{}",
+        left.join("\n")
+    );
+    let busy = cgroup.remove();
+    assert!(busy.is_empty(), "{label}: cgroups busy: {busy:?}");
+}
+
+/// Step 5, after uninstall: RunPodSandbox with handler `wasmpod` is refused and starts
+/// nothing.
+fn sandbox_refused_without_wasmpod(c: &Ctrd, label: &str) {
+    let cri = c.cri(label);
+    let cgroup = c.cgroup();
+    let config = c.pod("installer-gone", &cgroup);
+    match cri.run_pod(&config) {
+        Ok(pod) => {
+            let _ = cri.stop_and_remove_pod(&pod.id);
+            panic!("{label}: RunPodSandbox with handler {CRI_HANDLER} succeeded after uninstall");
+        }
+        Err(CriError::Rpc { message, .. }) => {
+            assert!(
+                message.contains(&format!("no runtime for {CRI_HANDLER:?} is configured")),
+                "{label}: RunPodSandbox failed, but not for the missing handler: {message}"
+            );
+            eprintln!("{label}: after uninstall RunPodSandbox is refused: {message}");
+        }
+        Err(e) => panic!("{label}: RunPodSandbox after uninstall: {e}"),
+    }
+    let pods = cri.list_pods().unwrap_or_else(|e| panic!("{label}: {e}"));
+    assert!(pods.is_empty(), "{label}: pods left: {pods:?}");
+    let left = c.leftovers(&[], &config);
+    assert!(
+        left.is_empty(),
+        "{label}: left behind by the refused sandbox:\n{}",
+        left.join("\n")
+    );
+    let busy = cgroup.remove();
+    assert!(busy.is_empty(), "{label}: cgroups busy: {busy:?}");
+}
+
+/// `kill SIG PID`, quietly (the process may be gone already).
+fn signal(sig: &str, pid: i32) {
+    let _ = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
 fn runtime_in_dump(doc: &toml_edit::DocumentMut) -> Option<String> {
     let version = tomledit::config_version(doc).unwrap_or(ConfigVersion::V2);
     tomledit::runtime_type(doc, version, "wasmpod").map(str::to_owned)
@@ -292,9 +562,8 @@ fn runtime_in_dump(doc: &toml_edit::DocumentMut) -> Option<String> {
 #[test]
 fn install_registers_with_real_containerd_and_uninstall_restores_it() {
     require_root_and_containerd();
-    let work = tempfile::tempdir().unwrap();
-    let shim = work.path().join("containerd-shim-wasmpod-v1");
-    std::fs::write(&shim, b"#!/bin/sh\nexit 1\n").unwrap();
+    // The real shim: CRI starts the copy the installer puts on containerd's PATH.
+    let shim = locate_shim().unwrap_or_else(|e| panic!("{e:#}"));
 
     for (label, bin_dir) in containerds() {
         eprintln!("--- containerd {label}");
@@ -333,7 +602,7 @@ fn install_registers_with_real_containerd_and_uninstall_restores_it() {
                 .join("var/lib/wasmpod/install-state.json")
                 .is_file()
         );
-        // HOOK(CRI): RunPodSandbox with runtime_handler "wasmpod" goes here.
+        sandbox_runs_with_wasmpod(&c, &label);
 
         let installed = std::fs::read(c.config()).unwrap();
         run(&mut c.installer("install", &shim));
@@ -362,5 +631,6 @@ fn install_registers_with_real_containerd_and_uninstall_restores_it() {
                 .exists()
         );
         assert!(!c.host().join("var/lib/wasmpod/install-state.json").exists());
+        sandbox_refused_without_wasmpod(&c, &label);
     }
 }

@@ -1088,6 +1088,13 @@ pub fn locate_shim() -> anyhow::Result<PathBuf> {
     }
 }
 
+/// Shim processes (`containerd-shim-wasmpod-v1` or `containerd-shim-runc-v2`) started by the
+/// containerd listening on `address` (by `-address <address>` in their cmdline) and every
+/// descendant of them, sorted by pid: for tests that run a containerd of their own.
+pub fn shim_processes_of(address: &Path) -> Vec<ShimProcess> {
+    processes_of(&[SHIM_BINARY, RUNC_SHIM_BINARY], &address.to_string_lossy())
+}
+
 /// The name containerd and the shim give a shim socket under `/run/containerd/s`:
 /// hex sha256 of `<containerd address>/<namespace>/<group id>`.
 pub fn shim_socket_name(address: &str, namespace: &str, id: &str) -> String {
