@@ -465,6 +465,21 @@ impl CriClient {
         Ok(resp.image.is_some())
     }
 
+    /// Polls [`CriClient::image_present`] until it answers yes or `timeout` passes: CRI
+    /// learns about images imported with `ctr` from containerd's events, which can lag (2.x).
+    pub fn wait_image(&self, image: &str, timeout: Duration) -> Result<bool, CriError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.image_present(image)? {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `RunPodSandbox` with `config.runtime_handler`; creates the log directory first,
     /// as kubelet does.
     pub fn run_pod(&self, config: &PodConfig) -> Result<Pod, CriError> {

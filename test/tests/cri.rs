@@ -78,6 +78,12 @@ impl Node {
             "cri: {version}: runtime {} {} (CRI {})",
             v.runtime_name, v.runtime_version, v.runtime_api_version
         );
+        // The sandbox image was imported with ctr: pods need CRI to see it (lags on 2.x).
+        assert!(
+            cri.wait_image(PAUSE_IMAGE, Duration::from_secs(10))
+                .expect("ImageStatus"),
+            "{version}: {PAUSE_IMAGE} imported but CRI does not see it after 10 s"
+        );
         let tag = c
             .dir()
             .file_name()
@@ -116,15 +122,7 @@ impl Node {
             .write_tar(&tar)
             .expect("write image tar");
         self.c.import_cri(&tar).expect("import image into k8s.io");
-        // CRI learns about imported images from containerd's events: on 2.x that can lag.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !self.cri.image_present(&reference).expect("ImageStatus") {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{reference} imported but CRI does not see it after 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.assert_image_visible(&reference);
         reference
     }
 
@@ -137,7 +135,18 @@ impl Node {
             .write_tar(&tar)
             .expect("write busybox tar");
         self.c.import_cri(&tar).expect("import busybox into k8s.io");
+        self.assert_image_visible(&reference);
         reference
+    }
+
+    /// Waits (10 s at most) until CRI sees an image imported with `ctr`.
+    fn assert_image_visible(&self, reference: &str) {
+        assert!(
+            self.cri
+                .wait_image(reference, Duration::from_secs(10))
+                .expect("ImageStatus"),
+            "{reference} imported but CRI does not see it after 10 s"
+        );
     }
 
     fn run_pod(&self, config: &PodConfig) -> Pod {
@@ -630,7 +639,9 @@ fn node_is_ready(version: ContainerdVersion) {
         );
     }
     assert!(
-        n.cri.image_present(PAUSE_IMAGE).expect("ImageStatus"),
+        n.cri
+            .wait_image(PAUSE_IMAGE, Duration::from_secs(10))
+            .expect("ImageStatus"),
         "{version}: {PAUSE_IMAGE} not present"
     );
 }
