@@ -71,3 +71,4 @@ out="$out_dir/bench-$(date +%Y%m%d-%H%M%S).json"
   --pod-size "${BENCH_POD_SIZE:-10}"
 cp "$out" "$out_dir/latest.json"
 echo "bench: done in $(($(date +%s) - began)) s (build included)"
+"$repo/bench/http.sh"  # issue 6: wasi:http hello handler vs wasmtime serve (own containerd)

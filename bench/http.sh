@@ -11,8 +11,10 @@
 #
 # Knobs (environment): HTTP_BENCH_DURATION (wrk duration, 20s), HTTP_BENCH_CONNECTIONS (50),
 # HTTP_BENCH_THREADS (wrk threads, 2), HTTP_BENCH_WARMUP (per server, before measuring, 2s;
-# 0 skips), HTTP_BENCH_ROUNDS (1; more alternate the order and the table shows the median),
-# HTTP_BENCH_WASMTIME (the `wasmtime` binary, default ~/.cache/wasmpod/tools/bin/wasmtime,
+# 0 skips), HTTP_BENCH_ROUNDS (1; more alternate the order and the table shows the median,
+# the lower one for an even count),
+# HTTP_BENCH_NO_BUILD (1: skip the release build, e.g. while another build holds the
+# target dir's lock), HTTP_BENCH_WASMTIME (the `wasmtime` binary, default ~/.cache/wasmpod/tools/bin/wasmtime,
 # installed with `cargo install wasmtime-cli --version 48.0.8 --root ~/.cache/wasmpod/tools`;
 # missing: the wasmtime column is n/a). Needs root, wrk, curl, jq, iproute2.
 # Output: the table on stdout, JSON in $CARGO_TARGET_DIR/bench/http.json.
@@ -36,8 +38,12 @@ for tool in wrk curl jq ip ctr containerd; do
   command -v "$tool" >/dev/null || { echo "http bench: needs $tool" >&2; exit 1; }
 done
 
-echo "http bench: building release (shim, image tool, fixtures)"
-cargo build -q --release -p containerd-shim-wasmpod -p wasmpod-test -p wasmpod-fixtures
+if [[ ${HTTP_BENCH_NO_BUILD:-0} == 1 ]]; then
+  echo "http bench: HTTP_BENCH_NO_BUILD=1, using the release binaries as they are"
+else
+  echo "http bench: building release (shim, image tool, fixtures)"
+  cargo build -q --release -p containerd-shim-wasmpod -p wasmpod-test -p wasmpod-fixtures
+fi
 bin="$CARGO_TARGET_DIR/release"
 shim_dir="$bin"
 # The hello component as test/fixtures' build.rs built it (wasmpod_fixtures::http::HELLO_PATH);
@@ -187,18 +193,29 @@ done
 sleep 2
 read -r mem_idle_shim mem_idle_runner mem_idle_pss mem_idle_rss _ < <(pod_memory)
 wasmtime_pss=null
-((have_wasmtime)) && wasmtime_pss=$(pss_kb "$wasmtime_pid")
+if ((have_wasmtime)); then wasmtime_pss=$(pss_kb "$wasmtime_pid"); fi
 
 # Output kept: lines the guest wrote vs. the requests wrk counted as answered (warm-ups
 # included); the readiness probes and requests still in flight when wrk stopped are not
 # counted by wrk, so every line kept means lines >= that count.
 total_requests() { # server
-  cat "$http_tmp"/wrk-"$1"-*.txt "$http_tmp"/warm-"$1"-*.txt 2>/dev/null \
-    | awk '/requests in/ {s += $1} END {print s + 0}'
+  find "$http_tmp" -maxdepth 1 \( -name "wrk-$1-*.txt" -o -name "warm-$1-*.txt" \) -print0 \
+    | xargs -0 -r cat | awk '/requests in/ {s += $1} END {print s + 0}'
 }
-wasmpod_lines=$(grep -c '^hello: GET /' "$wasmpod_log" 2>/dev/null || true)
-wasmtime_lines=0
-((have_wasmtime)) && wasmtime_lines=$(grep -c 'hello: GET /' "$wasmtime_log" 2>/dev/null || true)
+# Lines exactly as the guest wrote them ("hello: GET /"; wasmtime serve prefixes
+# "stderr [N] :: "), and every request's line counted by its first piece "hello: " (the
+# guest's eprintln is several writes, so concurrent requests can tear lines in both servers).
+wasmpod_lines=$(grep -c '^hello: GET /$' "$wasmpod_log" || true)
+wasmpod_occurrences=$(grep -o 'hello: ' "$wasmpod_log" | wc -l)
+wasmtime_lines=0 wasmtime_occurrences=0
+if ((have_wasmtime)); then
+  wasmtime_lines=$(grep -c '^stderr \[[0-9]*\] :: hello: GET /$' "$wasmtime_log" || true)
+  wasmtime_occurrences=$(grep -o 'hello: ' "$wasmtime_log" | wc -l)
+fi
+if [[ -n ${HTTP_BENCH_KEEP_LOGS:-} ]]; then
+  mkdir -p "$HTTP_BENCH_KEEP_LOGS"
+  cp "$http_tmp"/*.log "$http_tmp"/*.txt "$HTTP_BENCH_KEEP_LOGS"/
+fi
 wasmpod_measured=$(total_requests wasmpod)
 wasmtime_measured=$(total_requests wasmtime)
 
@@ -225,6 +242,7 @@ jq -n --argjson wasmpod "$wasmpod_summary" --argjson wasmtime "$wasmtime_summary
   --argjson cores "$(nproc)" --arg wasmtime_version "$( ((have_wasmtime)) && "$wasmtime" --version || echo none)" \
   --argjson wasmpod_lines "$wasmpod_lines" --argjson wasmpod_measured "$wasmpod_measured" \
   --argjson wasmtime_lines "$wasmtime_lines" --argjson wasmtime_measured "$wasmtime_measured" \
+  --argjson wasmpod_occ "$wasmpod_occurrences" --argjson wasmtime_occ "$wasmtime_occurrences" \
   --argjson fresh "[$mem_fresh_shim, $mem_fresh_runner, $mem_fresh_pss, $mem_fresh_rss]" \
   --argjson idle "[$mem_idle_shim, $mem_idle_runner, $mem_idle_pss, $mem_idle_rss]" \
   --argjson procs "$mem_procs" --argjson wasmtime_pss "$wasmtime_pss" \
@@ -236,8 +254,10 @@ jq -n --argjson wasmpod "$wasmpod_summary" --argjson wasmtime "$wasmtime_summary
    ratio: (if $wasmtime == null then null else
      {rps: ($wasmpod.rps / $wasmtime.rps), p50: ($wasmpod.p50_ms / $wasmtime.p50_ms),
       p99: ($wasmpod.p99_ms / $wasmtime.p99_ms)} end),
-   output_kept: {wasmpod_stderr_lines: $wasmpod_lines, wasmpod_requests_measured_and_warmup: $wasmpod_measured,
-     wasmtime_serve_stderr_lines: $wasmtime_lines, wasmtime_serve_requests_measured_and_warmup: $wasmtime_measured},
+   output_kept: {wasmpod_stderr_lines: $wasmpod_lines, wasmpod_stderr_occurrences: $wasmpod_occ,
+     wasmpod_requests_measured_and_warmup: $wasmpod_measured,
+     wasmtime_serve_stderr_lines: $wasmtime_lines, wasmtime_serve_stderr_occurrences: $wasmtime_occ,
+     wasmtime_serve_requests_measured_and_warmup: $wasmtime_measured},
    memory_kb: {processes: $procs,
      fresh: {shim_pss: $fresh[0], runner_pss: $fresh[1], pss: $fresh[2], rss: $fresh[3]},
      idle_after_load: {shim_pss: $idle[0], runner_pss: $idle[1], pss: $idle[2], rss: $idle[3]},
@@ -251,7 +271,9 @@ jq -r '
   "requests/s       \(f(.wasmpod.rps; 0) | " " * (14 - length) + .)   \(f(.wasmtime_serve.rps; 0) | " " * (14 - length) + .)   \(f(.ratio.rps; 2))",
   "p50 latency ms   \(f(.wasmpod.p50_ms; 2) | " " * (14 - length) + .)   \(f(.wasmtime_serve.p50_ms; 2) | " " * (14 - length) + .)   \(f(.ratio.p50; 2))",
   "p99 latency ms   \(f(.wasmpod.p99_ms; 2) | " " * (14 - length) + .)   \(f(.wasmtime_serve.p99_ms; 2) | " " * (14 - length) + .)   \(f(.ratio.p99; 2))",
-  "stderr lines     \(.output_kept.wasmpod_stderr_lines | tostring | " " * (14 - length) + .)   \(.output_kept.wasmtime_serve_stderr_lines | tostring | " " * (14 - length) + .)   (wrk-counted requests: \(.output_kept.wasmpod_requests_measured_and_warmup) / \(.output_kept.wasmtime_serve_requests_measured_and_warmup))",
+  "stderr lines     \(.output_kept.wasmpod_stderr_lines | tostring | " " * (14 - length) + .)   \(.output_kept.wasmtime_serve_stderr_lines | tostring | " " * (14 - length) + .)   (intact, not torn)",
+  "  text found     \(.output_kept.wasmpod_stderr_occurrences | tostring | " " * (14 - length) + .)   \(.output_kept.wasmtime_serve_stderr_occurrences | tostring | " " * (14 - length) + .)   (\"hello: \" anywhere: lines kept)",
+  "  wrk requests   \(.output_kept.wasmpod_requests_measured_and_warmup | tostring | " " * (14 - length) + .)   \(.output_kept.wasmtime_serve_requests_measured_and_warmup | tostring | " " * (14 - length) + .)   (warm-up included; probes not)",
   "idle pod memory: PSS \(.memory_kb.idle_after_load.pss) kB after the run (shim \(.memory_kb.idle_after_load.shim_pss) + runner \(.memory_kb.idle_after_load.runner_pss)), \(.memory_kb.fresh.pss) kB fresh; wasmtime serve idle PSS \(.memory_kb.wasmtime_serve_idle_pss // "n/a") kB",
   "machine: \(.machine.cores) cores, load average \(.machine.loadavg_at_end) (other work running)"
 ' "$out"
