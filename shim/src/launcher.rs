@@ -69,6 +69,8 @@ pub struct ProcessCore {
     pub id: String,
     pub pid: u32,
     pub cgroup: Option<Cgroup>,
+    /// The rootfs Create mounted, to unmount at release.
+    pub rootfs: Option<PathBuf>,
 }
 
 impl ProcessCore {
@@ -97,6 +99,16 @@ impl ProcessCore {
         self.cgroup
             .as_ref()
             .is_some_and(|c| c.usage().oom_kills > 0)
+    }
+
+    /// Unmounts the rootfs Create mounted (once).
+    pub fn unmount_rootfs(&mut self) -> TaskResult<()> {
+        match self.rootfs.take() {
+            Some(rootfs) => rootfs::unmount(&rootfs).map_err(|e| {
+                TaskError::internal(format!("container {}: unmounting rootfs", self.id), e)
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Removes the cgroup (after the processes are gone).

@@ -14,7 +14,7 @@ use log::warn;
 use crate::error::{TaskError, TaskResult};
 use crate::launcher::{ContainerProcess, CreateRequest, ProcessCore};
 use crate::os::cgroup::{Cgroup, CgroupUsage};
-use crate::os::{exec, fd, rootfs};
+use crate::os::{exec, fd};
 
 /// runc's state directory for wasmpod's Linux containers.
 pub const RUNC_ROOT: &str = "/run/wasmpod/runc";
@@ -24,7 +24,6 @@ const LOG_FILE: &str = "runc-log.json";
 struct RuncProcess {
     core: ProcessCore,
     log: PathBuf,
-    rootfs: Option<PathBuf>,
 }
 
 fn runc(log: &std::path::Path, args: &[&str]) -> Command {
@@ -120,9 +119,9 @@ pub fn create(
             id: id.clone(),
             pid,
             cgroup,
+            rootfs,
         },
         log,
-        rootfs,
     }))
 }
 
@@ -175,12 +174,7 @@ impl ContainerProcess for RuncProcess {
         ) {
             warn!("{e}");
         }
-        if let Some(rootfs) = self.rootfs.take() {
-            rootfs::unmount(&rootfs).map_err(|e| {
-                TaskError::internal(format!("container {}: unmounting rootfs", self.core.id), e)
-            })?;
-        }
-        Ok(())
+        self.core.unmount_rootfs()
     }
 }
 

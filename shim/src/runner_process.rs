@@ -22,7 +22,7 @@ use crate::launcher::{
 };
 use crate::os::cgroup::{Cgroup, CgroupUsage};
 use crate::os::namespaces::NamespacePlan;
-use crate::os::{fd, rootfs, signals};
+use crate::os::{fd, signals};
 use crate::protocol::{
     PAUSE_SUBCOMMAND, RUNNER_SUBCOMMAND, RunnerRequest, RunnerStatus, START_FD, STATUS_FD,
 };
@@ -31,7 +31,6 @@ struct RunnerProcess {
     core: ProcessCore,
     bundle: PathBuf,
     start: Option<std::fs::File>,
-    rootfs: Option<PathBuf>,
 }
 
 /// Creates a wasm container or the sandbox; `rootfs` is set when Create mounted it.
@@ -63,10 +62,10 @@ pub fn create(
                     id: id.clone(),
                     pid,
                     cgroup,
+                    rootfs,
                 },
                 bundle: request.bundle.clone(),
                 start: Some(start),
-                rootfs,
             }))
         }
         Err(e) => {
@@ -205,11 +204,6 @@ impl ContainerProcess for RunnerProcess {
     fn release(&mut self) -> TaskResult<()> {
         self.start = None;
         self.core.remove_cgroup();
-        if let Some(rootfs) = self.rootfs.take() {
-            rootfs::unmount(&rootfs).map_err(|e| {
-                TaskError::internal(format!("container {}: unmounting rootfs", self.core.id), e)
-            })?;
-        }
-        Ok(())
+        self.core.unmount_rootfs()
     }
 }
