@@ -432,39 +432,58 @@ mod tests {
     use crate::probe::ProbeError;
     use crate::restart::{Output, RestartError};
 
-    /// Records every side effect, in order.
-    #[derive(Default)]
-    struct Log(RefCell<Vec<String>>);
-
-    struct Fakes<'a> {
-        log: &'a Log,
+    /// Fake seams that record every side effect, in order; the prober succeeds when
+    /// `probe_ok`.
+    struct Fakes {
+        log: RefCell<Vec<String>>,
         probe_ok: bool,
     }
 
-    impl HostExec for Fakes<'_> {
+    impl Fakes {
+        fn new(probe_ok: bool) -> Self {
+            Self {
+                log: RefCell::default(),
+                probe_ok,
+            }
+        }
+
+        fn seams(&self) -> Seams<'_> {
+            Seams {
+                exec: self,
+                restarter: self,
+                prober: self,
+                labeler: Some(self),
+            }
+        }
+
+        fn record(&self, effect: String) {
+            self.log.borrow_mut().push(effect);
+        }
+
+        /// The side effects recorded since the last call.
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.log.borrow_mut())
+        }
+    }
+
+    impl HostExec for Fakes {
         fn run(&self, argv: &[String]) -> Result<Output, RestartError> {
-            self.log
-                .0
-                .borrow_mut()
-                .push(format!("exec {}", argv.join(" ")));
+            self.record(format!("exec {}", argv.join(" ")));
             Ok(Output {
                 stdout: "containerd github.com/containerd/containerd 1.6.20\n".into(),
                 stderr: String::new(),
             })
         }
     }
-    impl Restarter for Fakes<'_> {
+    impl Restarter for Fakes {
         fn restart(&self, unit: &str) -> Result<(), RestartError> {
-            self.log.0.borrow_mut().push(format!("restart {unit}"));
+            self.record(format!("restart {unit}"));
             Ok(())
         }
     }
-    impl Prober for Fakes<'_> {
+    impl Prober for Fakes {
         fn probe(&self, expect: &Expect) -> Result<(), ProbeError> {
-            self.log
-                .0
-                .borrow_mut()
-                .push(format!("probe present={}", expect.present));
+            self.record(format!("probe present={}", expect.present));
             if self.probe_ok {
                 Ok(())
             } else {
@@ -472,28 +491,18 @@ mod tests {
             }
         }
     }
-    impl NodeLabeler for Fakes<'_> {
+    impl NodeLabeler for Fakes {
         fn set_label(&self, node: &str, key: &str, value: Option<&str>) -> Result<(), LabelError> {
-            self.log
-                .0
-                .borrow_mut()
-                .push(format!("label {node} {key}={value:?}"));
+            self.record(format!("label {node} {key}={value:?}"));
             Ok(())
-        }
-    }
-
-    fn seams<'a>(f: &'a Fakes<'a>) -> Seams<'a> {
-        Seams {
-            exec: f,
-            restarter: f,
-            prober: f,
-            labeler: Some(f),
         }
     }
 
     const ORIGINAL: &str = "# my containerd\nversion = 2\n\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"registry.k8s.io/pause:3.9\" # pinned\n";
 
-    fn setup() -> (tempfile::TempDir, Options) {
+    /// A host root holding [`ORIGINAL`] and a shim to install, options for node `node-1`,
+    /// and fakes whose probe succeeds.
+    fn setup() -> (tempfile::TempDir, Options, Fakes) {
         let dir = tempfile::tempdir().unwrap();
         let host = HostRoot::new(dir.path().join("host"));
         host.write_atomic("/etc/containerd/config.toml", ORIGINAL.as_bytes(), 0o644)
@@ -504,25 +513,16 @@ mod tests {
         opts.shim_source = Some(shim);
         opts.node_name = Some("node-1".into());
         opts.cgroup_driver = "systemd".parse().unwrap();
-        (dir, opts)
-    }
-
-    fn take(log: &Log) -> Vec<String> {
-        std::mem::take(&mut *log.0.borrow_mut())
+        (dir, opts, Fakes::new(true))
     }
 
     #[test]
     fn install_restarts_once_then_labels_and_second_run_changes_nothing() {
-        let (_d, opts) = setup();
-        let log = Log::default();
-        let f = Fakes {
-            log: &log,
-            probe_ok: true,
-        };
-        let r = install(&opts, &seams(&f)).unwrap();
+        let (_d, opts, f) = setup();
+        let r = install(&opts, &f.seams()).unwrap();
         assert!(r.restarted && r.labelled && r.shim_changed);
         assert_eq!(
-            take(&log),
+            f.take(),
             [
                 "restart containerd",
                 "probe present=true",
@@ -537,10 +537,10 @@ mod tests {
         assert!(text.starts_with(ORIGINAL), "{text}");
         assert!(text.contains("SystemdCgroup = true"), "{text}");
 
-        let r = install(&opts, &seams(&f)).unwrap();
+        let r = install(&opts, &f.seams()).unwrap();
         assert!(!r.restarted && !r.shim_changed && r.changed_files.is_empty());
         assert_eq!(
-            take(&log),
+            f.take(),
             [
                 "probe present=true",
                 "label node-1 wasmpod.dev/installed=Some(\"true\")"
@@ -550,16 +550,12 @@ mod tests {
 
     #[test]
     fn failed_probe_never_labels_and_removes_a_stale_label() {
-        let (_d, opts) = setup();
-        let log = Log::default();
-        let f = Fakes {
-            log: &log,
-            probe_ok: false,
-        };
-        let err = install(&opts, &seams(&f)).unwrap_err();
+        let (_d, opts, mut f) = setup();
+        f.probe_ok = false;
+        let err = install(&opts, &f.seams()).unwrap_err();
         assert!(matches!(err, Error::Probe(_)), "{err}");
         assert_eq!(
-            take(&log),
+            f.take(),
             [
                 "restart containerd",
                 "probe present=true",
@@ -570,21 +566,16 @@ mod tests {
 
     #[test]
     fn dry_run_writes_nothing_and_reports_the_diff() {
-        let (_d, mut opts) = setup();
+        let (_d, mut opts, f) = setup();
         opts.dry_run = true;
-        let log = Log::default();
-        let f = Fakes {
-            log: &log,
-            probe_ok: true,
-        };
-        let r = install(&opts, &seams(&f)).unwrap();
+        let r = install(&opts, &f.seams()).unwrap();
         assert!(
             r.diff
                 .contains("+[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmpod]"),
             "{}",
             r.diff
         );
-        assert!(take(&log).is_empty());
+        assert!(f.take().is_empty());
         assert_eq!(
             opts.host
                 .read_text("/etc/containerd/config.toml")
@@ -598,18 +589,13 @@ mod tests {
 
     #[test]
     fn uninstall_unlabels_first_and_restores_byte_for_byte() {
-        let (_d, opts) = setup();
-        let log = Log::default();
-        let f = Fakes {
-            log: &log,
-            probe_ok: true,
-        };
-        install(&opts, &seams(&f)).unwrap();
-        take(&log);
-        let r = uninstall(&opts, &seams(&f)).unwrap();
+        let (_d, opts, f) = setup();
+        install(&opts, &f.seams()).unwrap();
+        f.take();
+        let r = uninstall(&opts, &f.seams()).unwrap();
         assert!(r.restarted && r.shim_changed);
         assert_eq!(
-            take(&log),
+            f.take(),
             [
                 "label node-1 wasmpod.dev/installed=None",
                 "restart containerd",
@@ -626,19 +612,14 @@ mod tests {
         assert!(!opts.host.exists(opts.shim_target()));
         assert!(!opts.host.exists(&opts.state_file));
         // Nothing recorded any more: a second uninstall only makes sure the label is gone.
-        let r = uninstall(&opts, &seams(&f)).unwrap();
+        let r = uninstall(&opts, &f.seams()).unwrap();
         assert!(!r.restarted);
     }
 
     #[test]
     fn uninstall_after_a_later_edit_removes_only_our_entries() {
-        let (_d, opts) = setup();
-        let log = Log::default();
-        let f = Fakes {
-            log: &log,
-            probe_ok: true,
-        };
-        install(&opts, &seams(&f)).unwrap();
+        let (_d, opts, f) = setup();
+        install(&opts, &f.seams()).unwrap();
         let path = "/etc/containerd/config.toml";
         let edited = format!(
             "{}\n# added later\n",
@@ -647,7 +628,7 @@ mod tests {
         opts.host
             .write_atomic(path, edited.as_bytes(), 0o644)
             .unwrap();
-        uninstall(&opts, &seams(&f)).unwrap();
+        uninstall(&opts, &f.seams()).unwrap();
         let text = opts.host.read_text(path).unwrap().unwrap();
         assert!(!text.contains("wasmpod]"), "{text}");
         assert!(
@@ -658,15 +639,10 @@ mod tests {
 
     #[test]
     fn no_node_name_means_no_label_calls() {
-        let (_d, mut opts) = setup();
+        let (_d, mut opts, f) = setup();
         opts.node_name = None;
-        let log = Log::default();
-        let f = Fakes {
-            log: &log,
-            probe_ok: true,
-        };
-        let r = install(&opts, &seams(&f)).unwrap();
+        let r = install(&opts, &f.seams()).unwrap();
         assert!(!r.labelled);
-        assert_eq!(take(&log), ["restart containerd", "probe present=true"]);
+        assert_eq!(f.take(), ["restart containerd", "probe present=true"]);
     }
 }

@@ -15,7 +15,8 @@ use tempfile::NamedTempFile;
 use wasmpod_fixtures::{http, p2};
 use wasmpod_runtime_core::http::exports_incoming_handler;
 use wasmpod_runtime_core::{
-    EngineSettings, Error, ExitStatus, HttpConfig, Interrupter, Runtime, WasiConfig, WasmSource,
+    EngineSettings, Error, ExitStatus, HttpConfig, Interrupter, Prepared, Runtime, WasiConfig,
+    WasmSource,
 };
 
 /// Longest anything may take before a test calls it a hang.
@@ -38,6 +39,22 @@ fn http_config() -> HttpConfig {
         max_concurrency: 4,
         ..HttpConfig::default()
     }
+}
+
+/// A [`Server`] of the `sleep` handler with [`http_config`] changed by `adjust`.
+fn sleep_server(adjust: impl FnOnce(&mut HttpConfig)) -> Server {
+    let mut config = http_config();
+    adjust(&mut config);
+    Server::start(http::SLEEP, config)
+}
+
+/// `http::HELLO` prepared to serve with `config`, without a [`Server`] around it.
+fn prepare_hello(config: HttpConfig) -> (Runtime, Prepared) {
+    let source = WasmSource::from_bytes("/handler.wasm", http::HELLO.to_vec()).unwrap();
+    let settings = EngineSettings::for_source(&source, None, &config);
+    let runtime = Runtime::new(&settings).expect("engine");
+    let prepared = runtime.prepare(&source).unwrap().with_http(config);
+    (runtime, prepared)
 }
 
 fn free_port() -> u16 {
@@ -105,9 +122,7 @@ impl Server {
     }
 
     fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-        let stream = TcpStream::connect(self.addr()).expect("connect");
-        stream.set_read_timeout(Some(HANG)).unwrap();
-        let mut reader = BufReader::new(stream);
+        let mut reader = connect(self.addr());
         send(reader.get_mut(), method, path, headers, body, true);
         read_reply(&mut reader)
     }
@@ -176,6 +191,31 @@ impl Reply {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// A new connection to `addr` that gives up reading after [`HANG`].
+fn connect(addr: SocketAddr) -> BufReader<TcpStream> {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(HANG)).unwrap();
+    BufReader::new(stream)
+}
+
+/// Sends `GET path` (`connection: close`) on a new connection to `addr` and reads until
+/// the server closes it; returns what came back.
+fn get_until_closed(addr: SocketAddr, path: &str) -> Vec<u8> {
+    let mut reader = connect(addr);
+    send(reader.get_mut(), "GET", path, &[], b"", true);
+    let mut rest = Vec::new();
+    let _ = reader.read_to_end(&mut rest);
+    rest
+}
+
+/// Sends `raw` bytes (not necessarily HTTP) on a new connection to `addr` and reads the
+/// reply.
+fn send_raw(addr: SocketAddr, raw: &[u8]) -> Reply {
+    let mut reader = connect(addr);
+    reader.get_mut().write_all(raw).unwrap();
+    read_reply(&mut reader)
 }
 
 fn send(
@@ -290,9 +330,7 @@ fn hello_answers_and_writes_one_stderr_line_per_request() {
 #[test]
 fn keep_alive_serves_several_requests_on_one_connection() {
     let mut server = Server::start(http::HELLO, http_config());
-    let stream = TcpStream::connect(server.addr()).unwrap();
-    stream.set_read_timeout(Some(HANG)).unwrap();
-    let mut reader = BufReader::new(stream);
+    let mut reader = connect(server.addr());
     for _ in 0..3 {
         send(reader.get_mut(), "GET", "/", &[], b"", false);
         let reply = read_reply(&mut reader);
@@ -379,10 +417,7 @@ fn a_trap_answers_500_for_that_request_only() {
         assert_eq!(reply.status, 500);
     }
     // Still serving: a malformed request gets hyper's 400.
-    let mut stream = TcpStream::connect(server.addr()).unwrap();
-    stream.set_read_timeout(Some(HANG)).unwrap();
-    stream.write_all(b"NOT HTTP AT ALL\r\n\r\n").unwrap();
-    let reply = read_reply(&mut BufReader::new(stream));
+    let reply = send_raw(server.addr(), b"NOT HTTP AT ALL\r\n\r\n");
     assert_eq!(reply.status, 400);
     assert_eq!(server.stop(), ExitStatus::Exited(0));
     let stderr = server.stderr();
@@ -408,10 +443,7 @@ fn malformed_requests_get_400_without_reaching_the_guest() {
         &b"GARBAGE\r\n\r\n"[..],
         b"GET / HTTP/1.1\r\nbad header line\r\n\r\n",
     ] {
-        let mut stream = TcpStream::connect(server.addr()).unwrap();
-        stream.set_read_timeout(Some(HANG)).unwrap();
-        stream.write_all(garbage).unwrap();
-        let reply = read_reply(&mut BufReader::new(stream));
+        let reply = send_raw(server.addr(), garbage);
         assert_eq!(reply.status, 400);
     }
     assert_eq!(server.stop(), ExitStatus::Exited(0));
@@ -420,11 +452,7 @@ fn malformed_requests_get_400_without_reaching_the_guest() {
 
 #[test]
 fn requests_past_the_timeout_get_504_even_in_a_tight_loop() {
-    let http = HttpConfig {
-        request_timeout: Duration::from_millis(300),
-        ..http_config()
-    };
-    let mut server = Server::start(http::SLEEP, http);
+    let mut server = sleep_server(|http| http.request_timeout = Duration::from_millis(300));
     for path in ["/?ms=60000", "/?spin=60000"] {
         let started = Instant::now();
         let reply = server.get(path);
@@ -441,11 +469,7 @@ fn requests_past_the_timeout_get_504_even_in_a_tight_loop() {
 
 #[test]
 fn concurrency_limit_makes_requests_wait_for_a_slot() {
-    let http = HttpConfig {
-        max_concurrency: 1,
-        ..http_config()
-    };
-    let server = Server::start(http::SLEEP, http);
+    let server = sleep_server(|http| http.max_concurrency = 1);
     std::thread::scope(|scope| {
         let slow = scope.spawn(|| server.get("/?ms=1000"));
         server.wait_for_stderr("sleep: start 1000");
@@ -485,22 +509,14 @@ fn interrupt_drains_in_flight_requests_and_refuses_new_connections() {
 
 #[test]
 fn a_second_interrupt_stops_at_once() {
-    let http = HttpConfig {
-        drain_timeout: Duration::from_secs(600),
-        ..http_config()
-    };
-    let mut server = Server::start(http::SLEEP, http);
+    let mut server = sleep_server(|http| http.drain_timeout = Duration::from_secs(600));
     let (done_tx, done) = mpsc::channel();
     let addr = server.addr();
     std::thread::scope(|scope| {
         scope.spawn(move || {
-            let stream = TcpStream::connect(addr).unwrap();
-            stream.set_read_timeout(Some(HANG)).unwrap();
-            let mut reader = BufReader::new(stream);
-            send(reader.get_mut(), "GET", "/?spin=600000", &[], b"", true);
-            let mut rest = Vec::new();
-            let _ = reader.read_to_end(&mut rest);
-            done_tx.send(rest).unwrap();
+            done_tx
+                .send(get_until_closed(addr, "/?spin=600000"))
+                .unwrap()
         });
         server.wait_for_stderr("sleep: start 600000");
         server.interrupter.interrupt(15);
@@ -512,20 +528,10 @@ fn a_second_interrupt_stops_at_once() {
 
 #[test]
 fn a_drain_out_of_time_stops_the_rest() {
-    let http = HttpConfig {
-        drain_timeout: Duration::from_millis(200),
-        ..http_config()
-    };
-    let mut server = Server::start(http::SLEEP, http);
+    let mut server = sleep_server(|http| http.drain_timeout = Duration::from_millis(200));
     let addr = server.addr();
     std::thread::scope(|scope| {
-        scope.spawn(move || {
-            let stream = TcpStream::connect(addr).unwrap();
-            stream.set_read_timeout(Some(HANG)).unwrap();
-            let mut reader = BufReader::new(stream);
-            send(reader.get_mut(), "GET", "/?ms=600000", &[], b"", true);
-            let _ = reader.read_to_end(&mut Vec::new());
-        });
+        scope.spawn(move || get_until_closed(addr, "/?ms=600000"));
         server.wait_for_stderr("sleep: start 600000");
         assert_eq!(server.stop(), ExitStatus::Interrupted { signal: 15 });
     });
@@ -542,10 +548,7 @@ fn idle_server_stops_at_once_and_an_early_interrupt_is_not_lost() {
     assert_eq!(server.stop(), ExitStatus::Exited(0));
 
     // Interrupted before `run`: the server drains nothing and ends.
-    let http = http_config();
-    let source = WasmSource::from_bytes("/handler.wasm", http::HELLO.to_vec()).unwrap();
-    let runtime = Runtime::new(&EngineSettings::for_source(&source, None, &http)).expect("engine");
-    let prepared = runtime.prepare(&source).unwrap().with_http(http);
+    let (runtime, prepared) = prepare_hello(http_config());
     let interrupter = runtime.interrupter();
     interrupter.interrupt(15);
     let status = prepared.run(WasiConfig::default(), &interrupter).unwrap();
@@ -555,13 +558,10 @@ fn idle_server_stops_at_once_and_an_early_interrupt_is_not_lost() {
 #[test]
 fn a_port_in_use_is_an_error() {
     let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let http = HttpConfig {
+    let (runtime, prepared) = prepare_hello(HttpConfig {
         port: taken.local_addr().unwrap().port(),
         ..http_config()
-    };
-    let source = WasmSource::from_bytes("/handler.wasm", http::HELLO.to_vec()).unwrap();
-    let runtime = Runtime::new(&EngineSettings::for_source(&source, None, &http)).unwrap();
-    let prepared = runtime.prepare(&source).unwrap().with_http(http);
+    });
     let err = prepared
         .run(WasiConfig::default(), &runtime.interrupter())
         .unwrap_err();

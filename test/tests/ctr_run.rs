@@ -12,11 +12,16 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use wasmpod_fixtures::{p1, p2, wat};
-use wasmpod_test::containerd::{Containerd, RUNTIME, require_root_and_containerd};
+use wasmpod_test::containerd::{Containerd, CtrOutput, RUNTIME, require_root_and_containerd};
 use wasmpod_test::image::ImageBuilder;
 
 /// Time a guest may take to stop after SIGTERM/SIGKILL (DESIGN: "promptly").
 const STOP_WITHIN: Duration = Duration::from_secs(3);
+
+/// `ctr run` options of a foreground run of the shim, removed when it exits.
+const FOREGROUND: [&str; 3] = ["--rm", "--runtime", RUNTIME];
+/// `ctr run` options of a detached run of the shim without stdio.
+const DETACHED: [&str; 4] = ["-d", "--null-io", "--runtime", RUNTIME];
 
 fn containerd() -> Containerd {
     require_root_and_containerd();
@@ -26,17 +31,13 @@ fn containerd() -> Containerd {
 /// Build a `wasip1/wasm` image `localhost/wasmpod/<name>:latest` whose entrypoint is
 /// `entry` and which holds `files`, import it, and return its reference.
 fn image(c: &Containerd, name: &str, entry: &str, files: &[(&str, &[u8])]) -> String {
-    let reference = format!("localhost/wasmpod/{name}:latest");
-    let mut b = ImageBuilder::new(&reference)
+    let mut b = ImageBuilder::new(format!("localhost/wasmpod/{name}:latest"))
         .platform("wasip1", "wasm")
         .entrypoint([entry]);
     for (path, bytes) in files {
         b = b.file(*path, bytes.to_vec(), 0o755);
     }
-    let tar = c.dir().join(format!("{name}.tar"));
-    b.write_tar(&tar).expect("write image tar");
-    c.import(&tar).expect("import image");
-    reference
+    c.import_image(&b).expect("import image")
 }
 
 /// The usual one-file image: `/<name>.wasm` as entrypoint.
@@ -44,6 +45,17 @@ fn wasm_image(c: &Containerd, name: &str, wasm: &[u8]) -> (String, String) {
     let entry = format!("/{name}.wasm");
     let reference = image(c, name, &entry, &[(&entry, wasm)]);
     (reference, entry)
+}
+
+/// `ctr run --rm --runtime <wasmpod> ARGS...` in the foreground.
+fn run_foreground(c: &Containerd, args: &[&str]) -> CtrOutput {
+    c.run([&FOREGROUND[..], args].concat()).expect("ctr run")
+}
+
+/// `ctr run -d --null-io --runtime <wasmpod> ARGS...`; asserts that `ctr` succeeded.
+fn run_detached(c: &Containerd, args: &[&str]) {
+    let out = c.run([&DETACHED[..], args].concat()).expect("ctr run -d");
+    assert!(out.success(), "{out}");
 }
 
 /// Assert nothing is left: no shim process, mount, FIFO, socket, container or task, and
@@ -154,9 +166,7 @@ impl Foreground {
 
 fn run_hello(c: &Containerd, wasm: &[u8], id: &str) {
     let (img, _) = wasm_image(c, id, wasm);
-    let out = c
-        .run(["--rm", "--runtime", RUNTIME, &img, id])
-        .expect("ctr run");
+    let out = run_foreground(c, &[&img, id]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert_eq!(out.stdout_lines(), ["hello from wasm"], "{out}");
     assert_clean(c);
@@ -178,17 +188,7 @@ fn hello_p2_component() {
 fn exit_code_propagates_to_ctr_run() {
     let c = containerd();
     let (img, entry) = wasm_image(&c, "exit-code", p1::EXIT_CODE);
-    let out = c
-        .run([
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            &img,
-            "exit-code",
-            &entry,
-            "42",
-        ])
-        .expect("ctr run");
+    let out = run_foreground(&c, &[&img, "exit-code", &entry, "42"]);
     assert_eq!(out.code(), Some(42), "{out}");
     assert_clean(&c);
 }
@@ -197,20 +197,10 @@ fn exit_code_propagates_to_ctr_run() {
 fn args_and_env_reach_the_guest() {
     let c = containerd();
     let (img, entry) = wasm_image(&c, "args-env", p1::ARGS_ENV);
-    let out = c
-        .run([
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--env",
-            "FOO=bar",
-            &img,
-            "args-env",
-            &entry,
-            "a",
-            "b c",
-        ])
-        .expect("ctr run");
+    let out = run_foreground(
+        &c,
+        &["--env", "FOO=bar", &img, "args-env", &entry, "a", "b c"],
+    );
     assert_eq!(out.code(), Some(0), "{out}");
     let lines = out.stdout_lines();
     let args: Vec<&str> = lines
@@ -239,23 +229,12 @@ fn kill_foreground(
 ) {
     let c = containerd();
     let (img, entry) = wasm_image(&c, name, wasm);
-    let mut run_args = vec![
-        "--rm",
-        "--runtime",
-        RUNTIME,
-        img.as_str(),
-        name,
-        entry.as_str(),
-    ];
-    run_args.extend_from_slice(args);
+    let run_args = [&FOREGROUND[..], &[img.as_str(), name, entry.as_str()], args].concat();
     let fg = Foreground::spawn(&c, &run_args);
     fg.expect_line(first_line);
     wait_running(&c, name);
 
-    let kill = c
-        .ctr(["tasks", "kill", "-s", signal, name])
-        .expect("ctr tasks kill");
-    assert!(kill.success(), "{kill}");
+    c.kill_task(name, signal).expect("ctr tasks kill");
     let (status, elapsed, stderr) = fg.wait(Duration::from_secs(30));
     eprintln!("{name}: {signal} stopped the task in {elapsed:?}");
     assert_eq!(status.code(), Some(want), "ctr run stderr: {stderr}");
@@ -300,26 +279,12 @@ fn sigterm_stops_spinning_guest_with_143() {
 fn detached_sleep_killed_then_deleted() {
     let c = containerd();
     let (img, entry) = wasm_image(&c, "sleep-detached", p1::SLEEP);
-    let out = c
-        .run([
-            "-d",
-            "--null-io",
-            "--runtime",
-            RUNTIME,
-            &img,
-            "sleep-detached",
-            &entry,
-            "600",
-        ])
-        .expect("ctr run -d");
-    assert!(out.success(), "{out}");
+    run_detached(&c, &[&img, "sleep-detached", &entry, "600"]);
     wait_running(&c, "sleep-detached");
 
     let start = Instant::now();
-    let kill = c
-        .ctr(["tasks", "kill", "-s", "SIGTERM", "sleep-detached"])
+    c.kill_task("sleep-detached", "SIGTERM")
         .expect("ctr tasks kill");
-    assert!(kill.success(), "{kill}");
     let status = c.wait_exit("sleep-detached", Duration::from_secs(30));
     let elapsed = start.elapsed();
     eprintln!("detached sleep: SIGTERM stopped the task in {elapsed:?}");
@@ -333,12 +298,7 @@ fn detached_sleep_killed_then_deleted() {
         "{ls}"
     );
 
-    let del = c
-        .ctr(["tasks", "delete", "sleep-detached"])
-        .expect("delete");
-    assert!(del.success(), "{del}");
-    let rm = c.ctr(["containers", "rm", "sleep-detached"]).expect("rm");
-    assert!(rm.success(), "{rm}");
+    c.delete_container("sleep-detached").expect("delete");
     assert_clean(&c);
 }
 
@@ -350,21 +310,7 @@ fn two_containers_of_one_sandbox_share_one_shim() {
     c.note_group(&group);
     let annotation = format!("io.kubernetes.cri.sandbox-id={group}");
     for id in ["grouped-a", "grouped-b"] {
-        let out = c
-            .run([
-                "-d",
-                "--null-io",
-                "--runtime",
-                RUNTIME,
-                "--annotation",
-                &annotation,
-                &img,
-                id,
-                &entry,
-                "600",
-            ])
-            .expect("ctr run -d");
-        assert!(out.success(), "{out}");
+        run_detached(&c, &["--annotation", &annotation, &img, id, &entry, "600"]);
         wait_running(&c, id);
     }
     let daemons = c.shim_daemons();
@@ -375,13 +321,9 @@ fn two_containers_of_one_sandbox_share_one_shim() {
     );
 
     for id in ["grouped-a", "grouped-b"] {
-        let kill = c.ctr(["tasks", "kill", "-s", "SIGKILL", id]).expect("kill");
-        assert!(kill.success(), "{kill}");
+        c.kill_task(id, "SIGKILL").expect("kill");
         assert_eq!(c.wait_exit(id, Duration::from_secs(30)), Some(137), "{id}");
-        let del = c.ctr(["tasks", "delete", id]).expect("delete");
-        assert!(del.success(), "{del}");
-        let rm = c.ctr(["containers", "rm", id]).expect("rm");
-        assert!(rm.success(), "{rm}");
+        c.delete_container(id).expect("delete");
     }
     assert_clean(&c);
 }
@@ -390,27 +332,12 @@ fn two_containers_of_one_sandbox_share_one_shim() {
 fn delete_after_exit_leaves_nothing_behind() {
     let c = containerd();
     let (img, _) = wasm_image(&c, "hello-detached", p1::HELLO);
-    let out = c
-        .run([
-            "-d",
-            "--null-io",
-            "--runtime",
-            RUNTIME,
-            &img,
-            "hello-detached",
-        ])
-        .expect("ctr run -d");
-    assert!(out.success(), "{out}");
+    run_detached(&c, &[&img, "hello-detached"]);
     assert_eq!(
         c.wait_exit("hello-detached", Duration::from_secs(30)),
         Some(0)
     );
-    let del = c
-        .ctr(["tasks", "delete", "hello-detached"])
-        .expect("delete");
-    assert!(del.success(), "{del}");
-    let rm = c.ctr(["containers", "rm", "hello-detached"]).expect("rm");
-    assert!(rm.success(), "{rm}");
+    c.delete_container("hello-detached").expect("delete");
     assert_clean(&c);
 }
 
@@ -420,9 +347,7 @@ fn delete_after_exit_leaves_nothing_behind() {
 fn assert_rejected(name: &str, entry: &str, files: &[(&str, &[u8])], expect: &[&[&str]]) {
     let c = containerd();
     let img = image(&c, name, entry, files);
-    let out = c
-        .run(["--rm", "--runtime", RUNTIME, &img, name])
-        .expect("ctr run");
+    let out = run_foreground(&c, &[&img, name]);
     assert!(!out.success(), "bad image {name} ran: {out}");
     let stderr = out.stderr.to_lowercase();
     for group in expect {
@@ -540,20 +465,7 @@ fn wasi_http_component_serves_in_its_network_namespace() {
     let netns = TestNetns::new();
     let (img, entry) = wasm_image(&c, "http-hello", wasmpod_fixtures::http::HELLO);
     let with_ns = format!("network:{}", netns.path());
-    let out = c
-        .run([
-            "-d",
-            "--null-io",
-            "--runtime",
-            RUNTIME,
-            "--with-ns",
-            &with_ns,
-            &img,
-            "http-hello",
-            &entry,
-        ])
-        .expect("ctr run -d");
-    assert!(out.success(), "{out}");
+    run_detached(&c, &["--with-ns", &with_ns, &img, "http-hello", &entry]);
     wait_running(&c, "http-hello");
     let deadline = Instant::now() + Duration::from_secs(20);
     let body = loop {
@@ -564,18 +476,12 @@ fn wasi_http_component_serves_in_its_network_namespace() {
         }
     };
     assert_eq!(body, "hello from wasi:http\n");
-    let kill = c
-        .ctr(["tasks", "kill", "-s", "SIGTERM", "http-hello"])
-        .expect("kill");
-    assert!(kill.success(), "{kill}");
+    c.kill_task("http-hello", "SIGTERM").expect("kill");
     assert_eq!(
         c.wait_exit("http-hello", Duration::from_secs(30)),
         Some(0),
         "a drained server exits 0"
     );
-    let del = c.ctr(["tasks", "delete", "http-hello"]).expect("delete");
-    assert!(del.success(), "{del}");
-    let rm = c.ctr(["containers", "rm", "http-hello"]).expect("rm");
-    assert!(rm.success(), "{rm}");
+    c.delete_container("http-hello").expect("delete");
     assert_clean(&c);
 }

@@ -10,28 +10,28 @@ use std::time::Duration;
 use wasmpod_test::containerd::{Containerd, require_root_and_containerd};
 use wasmpod_test::image::ImageBuilder;
 
+/// The busybox image the runc tests run.
+const BUSYBOX: &str = "localhost/wasmpod/busybox:latest";
+
+/// A private containerd without the wasmpod shim (`what` names it in the failure message).
+fn runc_containerd(what: &str) -> Containerd {
+    Containerd::builder().without_shim().start().expect(what)
+}
+
+/// [`runc_containerd`] with [`BUSYBOX`] imported.
+fn runc_containerd_with_busybox() -> Containerd {
+    require_root_and_containerd();
+    let c = runc_containerd("start containerd");
+    let busybox = ImageBuilder::busybox(BUSYBOX).expect("busybox image");
+    c.import_image(&busybox).expect("import busybox");
+    c
+}
+
 #[test]
 fn runc_busybox_echo_through_private_containerd() {
-    require_root_and_containerd();
-    let c = Containerd::builder()
-        .without_shim()
-        .start()
-        .expect("start containerd");
-    let tar = c.dir().join("busybox.tar");
-    ImageBuilder::busybox("localhost/wasmpod/busybox:latest")
-        .expect("busybox image")
-        .write_tar(&tar)
-        .expect("write busybox tar");
-    c.import(&tar).expect("import busybox");
-
+    let c = runc_containerd_with_busybox();
     let out = c
-        .run([
-            "--rm",
-            "localhost/wasmpod/busybox:latest",
-            "harness-echo",
-            "/bin/echo",
-            "hi",
-        ])
+        .run(["--rm", BUSYBOX, "harness-echo", "/bin/echo", "hi"])
         .expect("ctr run");
     assert!(out.success(), "ctr run failed: {out}");
     assert_eq!(out.stdout_lines(), ["hi"], "{out}");
@@ -48,14 +48,8 @@ fn runc_busybox_echo_through_private_containerd() {
 #[test]
 fn namespaces_are_unique_per_harness() {
     require_root_and_containerd();
-    let a = Containerd::builder()
-        .without_shim()
-        .start()
-        .expect("start a");
-    let b = Containerd::builder()
-        .without_shim()
-        .start()
-        .expect("start b");
+    let a = runc_containerd("start a");
+    let b = runc_containerd("start b");
     assert_ne!(a.namespace(), b.namespace());
     assert_ne!(a.socket(), b.socket());
     let dir = a.dir().to_path_buf();
@@ -65,26 +59,9 @@ fn namespaces_are_unique_per_harness() {
 
 #[test]
 fn leftovers_sees_a_running_task_and_clears_after_delete() {
-    require_root_and_containerd();
-    let c = Containerd::builder()
-        .without_shim()
-        .start()
-        .expect("start containerd");
-    let tar = c.dir().join("busybox.tar");
-    ImageBuilder::busybox("localhost/wasmpod/busybox:latest")
-        .expect("busybox image")
-        .write_tar(&tar)
-        .expect("write busybox tar");
-    c.import(&tar).expect("import busybox");
-
+    let c = runc_containerd_with_busybox();
     let out = c
-        .run([
-            "-d",
-            "localhost/wasmpod/busybox:latest",
-            "harness-sleep",
-            "/bin/sleep",
-            "600",
-        ])
+        .run(["-d", BUSYBOX, "harness-sleep", "/bin/sleep", "600"])
         .expect("ctr run -d");
     assert!(out.success(), "{out}");
     let left = c.leftovers();
@@ -92,21 +69,15 @@ fn leftovers_sees_a_running_task_and_clears_after_delete() {
     assert!(!left.mounts.is_empty(), "no rootfs mount seen:\n{left}");
     assert!(!left.sockets.is_empty(), "no shim socket seen:\n{left}");
 
-    let kill = c
-        .ctr(["task", "kill", "-s", "SIGKILL", "harness-sleep"])
+    c.kill_task("harness-sleep", "SIGKILL")
         .expect("ctr task kill");
-    assert!(kill.success(), "{kill}");
     assert_eq!(
         c.wait_exit("harness-sleep", Duration::from_secs(10)),
         Some(137),
         "no /tasks/exit event with status 137"
     );
-    let del = c
-        .ctr(["task", "delete", "harness-sleep"])
+    c.delete_container("harness-sleep")
         .expect("ctr task delete");
-    assert!(del.success(), "{del}");
-    let rm = c.ctr(["containers", "rm", "harness-sleep"]).expect("rm");
-    assert!(rm.success(), "{rm}");
     let left = c.wait_no_leftovers(Duration::from_secs(5));
     assert!(left.is_empty(), "left behind:\n{left}");
 }
