@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{info, warn};
 
@@ -43,6 +43,8 @@ pub struct TaskInfo {
 struct Task {
     info: TaskInfo,
     process: Box<dyn ContainerProcess>,
+    /// When Start let the process run (for the run time logged at exit).
+    started: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -90,6 +92,7 @@ impl Containers {
                 )));
             }
         }
+        let began = Instant::now();
         let created = self.launcher.create(&request);
         let mut registry = self.lock();
         registry.creating.remove(&id);
@@ -116,8 +119,16 @@ impl Containers {
             info.exit = Some(exit);
             self.publish_exit(&info, exit);
         }
-        info!("container {id}: created, pid {pid}");
-        registry.tasks.insert(id, Task { info, process });
+        info!(
+            "container {id}: created, pid {pid}, in {:?}",
+            began.elapsed()
+        );
+        let task = Task {
+            info,
+            process,
+            started: None,
+        };
+        registry.tasks.insert(id, task);
         Ok(pid)
     }
 
@@ -127,6 +138,7 @@ impl Containers {
         let next = task.info.state.start(id)?;
         task.process.start()?;
         task.info.state = next;
+        task.started = Some(Instant::now());
         let pid = task.info.pid;
         self.events.publish(TaskEvent::Start { id: id.into(), pid });
         info!("container {id}: started");
@@ -164,7 +176,11 @@ impl Containers {
                     Err(e) => warn!("{e}"),
                 }
                 task.info.exit = Some(exit);
-                info!("container {id}: pid {pid} exited with status {status}");
+                let ran = match task.started {
+                    Some(started) => format!("after running {:?}", started.elapsed()),
+                    None => "before start".to_owned(),
+                };
+                info!("container {id}: pid {pid} exited with status {status} {ran}");
                 if task.process.out_of_memory() {
                     info!("container {id}: out of memory");
                     self.events.publish(TaskEvent::Oom { id: id.clone() });

@@ -22,7 +22,11 @@ mod state;
 /// The runtime type containerd knows this shim by.
 const RUNTIME_ID: &str = "io.containerd.wasmpod.v1";
 
+/// When this process's `main` began: the daemon logs how long it took to serve.
+static MAIN_BEGAN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
 fn main() {
+    MAIN_BEGAN.get_or_init(std::time::Instant::now);
     let mut args = std::env::args_os();
     match args.nth(1).as_ref().and_then(|a| a.to_str()) {
         Some(protocol::RUNNER_SUBCOMMAND) => std::process::exit(runner::main(args.next())),

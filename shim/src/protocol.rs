@@ -36,6 +36,44 @@ pub struct RunnerRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum RunnerStatus {
-    Ready,
-    Failed { error: String },
+    Ready {
+        #[serde(default)]
+        timing: PrepareTiming,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+/// Where a runner's time went before it reported ready, in microseconds: the shim logs it
+/// (debug) and `make bench` reads it for its start breakdown.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PrepareTiming {
+    /// Reading `config.json` and turning it into the guest's view.
+    pub spec_us: u64,
+    /// Opening containerd's stdio FIFOs.
+    pub stdio_us: u64,
+    /// Finding the `.wasm` in the rootfs, reading and hashing it.
+    pub locate_us: u64,
+    /// Building the wasmtime engine for the payload's kind.
+    pub engine_us: u64,
+    /// Compile-cache lookup, loading (or compiling) and linking the payload.
+    pub load_us: u64,
+    /// From the runner's `main` to ready (the sum of the above and the rest).
+    pub total_us: u64,
+}
+
+impl std::fmt::Display for PrepareTiming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |us: u64| us as f64 / 1000.0;
+        write!(
+            f,
+            "spec {:.2}ms, stdio {:.2}ms, locate {:.2}ms, engine {:.2}ms, load {:.2}ms",
+            ms(self.spec_us),
+            ms(self.stdio_us),
+            ms(self.locate_us),
+            ms(self.engine_us),
+            ms(self.load_us)
+        )
+    }
 }

@@ -5,11 +5,10 @@
 //! for its verdict on the status pipe ([`crate::protocol`]). Start is one byte on the start
 //! pipe.
 
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use log::{debug, warn};
@@ -20,11 +19,13 @@ use crate::launcher::{
     ContainerKind, ContainerProcess, CreateRequest, OOM_MARKER_FILE, ProcessCore, RUNNER_PID_FILE,
     create_cgroup,
 };
-use crate::os::cgroup::{Cgroup, CgroupUsage};
+use crate::os::cgroup::{Cgroup, CgroupUsage, SpawnEntry};
 use crate::os::namespaces::NamespacePlan;
+use crate::os::spawn::{self, CgroupJoin, SpawnRequest};
 use crate::os::{fd, signals};
 use crate::protocol::{
-    PAUSE_SUBCOMMAND, RUNNER_SUBCOMMAND, RunnerRequest, RunnerStatus, START_FD, STATUS_FD,
+    PAUSE_SUBCOMMAND, PrepareTiming, RUNNER_SUBCOMMAND, RunnerRequest, RunnerStatus, START_FD,
+    STATUS_FD,
 };
 
 struct RunnerProcess {
@@ -52,10 +53,13 @@ pub fn create(
     };
     let spawned = spawn(request, spec, kind, cgroup.as_ref());
     match spawned {
-        Ok((pid, start)) => {
+        Ok((pid, start, timing)) => {
+            let total = began.elapsed();
+            // What the runner did not see: cgroup, fork, namespaces, exec, process start.
+            let spawn_ms =
+                (total.as_micros() as u64).saturating_sub(timing.total_us) as f64 / 1000.0;
             debug!(
-                "container {id}: {kind:?} process {pid} ready in {:?}",
-                began.elapsed()
+                "container {id}: {kind:?} process {pid} ready in {total:?} (spawn {spawn_ms:.2}ms, {timing})"
             );
             Ok(Box::new(RunnerProcess {
                 core: ProcessCore {
@@ -80,19 +84,17 @@ fn spawn(
     spec: &Spec,
     kind: ContainerKind,
     cgroup: Option<&Cgroup>,
-) -> TaskResult<(u32, std::fs::File)> {
+) -> TaskResult<(u32, std::fs::File, PrepareTiming)> {
     let id = &request.id;
     let io_err =
         |what: &str, e: std::io::Error| TaskError::internal(format!("container {id}: {what}"), e);
     let namespaces = NamespacePlan::from_spec(spec)
         .open()
         .map_err(|e| TaskError::InvalidArgument(format!("container {id}: {e}")))?;
-    let procs = match cgroup {
-        Some(cgroup) => cgroup
-            .open_procs()
-            .map_err(|e| TaskError::internal(format!("container {id}"), e))?,
-        None => Vec::new(),
-    };
+    let cgroup_entry = cgroup
+        .map(Cgroup::open_for_spawn)
+        .transpose()
+        .map_err(|e| TaskError::internal(format!("container {id}"), e))?;
     let (mut status_r, status_w) = fd::pipe().map_err(|e| io_err("creating status pipe", e))?;
     let (start_r, start_w) = fd::pipe().map_err(|e| io_err("creating start pipe", e))?;
     let runner_request = RunnerRequest {
@@ -109,39 +111,26 @@ fn spawn(
         ContainerKind::Sandbox => PAUSE_SUBCOMMAND,
         _ => RUNNER_SUBCOMMAND,
     };
-    let (status_w_raw, start_r_raw) = (fd::raw(&status_w), fd::raw(&start_r));
-    let procs_raw: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
-    let mut command = Command::new(exe);
-    command
-        .arg0("containerd-shim-wasmpod-v1")
-        .args([subcommand, &request_json])
-        .current_dir(&request.bundle)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: between fork and exec only syscalls are made (write, setns, unshare,
-    // sethostname, dup2); nothing allocates or takes locks.
-    unsafe {
-        command.pre_exec(move || {
-            for procs in &procs_raw {
-                if libc::write(*procs, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            namespaces.enter()?;
-            for (from, to) in [(status_w_raw, STATUS_FD), (start_r_raw, START_FD)] {
-                if libc::dup2(from, to) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    let child = command
-        .spawn()
-        .map_err(|e| io_err("starting the container process", e))?;
-    let pid = child.id();
-    drop(procs);
+    let args = [
+        OsStr::new("containerd-shim-wasmpod-v1"),
+        OsStr::new(subcommand),
+        OsStr::new(&request_json),
+    ];
+    let pid = spawn::spawn(&SpawnRequest {
+        exe: &exe,
+        args: &args,
+        cwd: &request.bundle,
+        cgroup: cgroup_entry
+            .as_ref()
+            .map_or(CgroupJoin::None, SpawnEntry::join),
+        namespaces: &namespaces,
+        fds: &[
+            (status_w.as_raw_fd(), STATUS_FD),
+            (start_r.as_raw_fd(), START_FD),
+        ],
+    })
+    .map_err(|e| io_err("starting the container process", e))?;
+    drop(cgroup_entry);
     // Lets the `delete` subcommand find the process if this shim dies.
     if let Err(e) = std::fs::write(request.bundle.join(RUNNER_PID_FILE), pid.to_string()) {
         warn!("container {id}: writing {RUNNER_PID_FILE}: {e}");
@@ -160,7 +149,7 @@ fn spawn(
         Err(e) => Err(io_err("reading the runner's status", e)),
     };
     match verdict {
-        Ok(RunnerStatus::Ready) => Ok((pid, start_w)),
+        Ok(RunnerStatus::Ready { timing }) => Ok((pid, start_w, timing)),
         Ok(RunnerStatus::Failed { error }) => Err(TaskError::InvalidArgument(format!(
             "container {id}: {error}"
         ))),

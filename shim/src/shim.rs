@@ -10,7 +10,7 @@ use std::sync::Arc;
 use containerd_shim::api::DeleteResponse;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, ExitSignal, Flags, StartOpts};
-use log::{info, warn};
+use log::{debug, info, warn};
 
 use crate::events::{EventSink, RemoteEvents, to_timestamp};
 use crate::launcher::ShimLauncher;
@@ -129,7 +129,15 @@ impl containerd_shim::Shim for WasmpodShim {
             Arc::new(RemoteEvents::new(publisher, self.namespace.clone()));
         let containers = Arc::new(Containers::new(Box::new(ShimLauncher), events));
         crate::reaper::forward_exits(containers.clone());
-        TaskService::new(containers, self.exit.clone())
+        let service = TaskService::new(containers, self.exit.clone());
+        if let Some(began) = crate::MAIN_BEGAN.get() {
+            debug!(
+                "shim daemon for {}: task service ready {:?} after main",
+                self.id,
+                began.elapsed()
+            );
+        }
+        service
     }
 }
 

@@ -6,13 +6,17 @@
 //! (`slice:prefix:name`, expanded to the slice hierarchy). The systemd driver needs systemd
 //! as PID 1; without it the error says so instead of inventing units.
 //!
-//! The container process joins by writing `0` to `cgroup.procs` files opened before `fork`
-//! ([`Cgroup::open_procs`]), so it is accounted from its first instruction.
+//! The container process is in its cgroup from its first instruction: on v2 it is created
+//! there (`clone3` with `CLONE_INTO_CGROUP`), on v1 it writes `0` to `cgroup.procs` files
+//! opened before the clone ([`Cgroup::open_for_spawn`], [`crate::os::spawn`]).
 
 use std::fs::{File, OpenOptions};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::LinuxResources;
+
+use crate::os::spawn::CgroupJoin;
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// v1 controllers a container cgroup is made in.
@@ -61,6 +65,26 @@ pub struct CgroupUsage {
 pub struct Cgroup {
     v2: bool,
     dirs: Vec<PathBuf>,
+}
+
+/// A cgroup's files, opened before a process is spawned into it.
+pub struct SpawnEntry {
+    /// The v2 directory (for `CLONE_INTO_CGROUP`); `None` on v1.
+    dir: Option<File>,
+    procs: Vec<File>,
+}
+
+impl SpawnEntry {
+    /// How [`crate::os::spawn::spawn`] puts the process in this cgroup.
+    pub fn join(&self) -> CgroupJoin<'_> {
+        match (&self.dir, self.procs.first()) {
+            (Some(dir), Some(procs)) => CgroupJoin::CloneInto {
+                dir: dir.as_fd(),
+                procs,
+            },
+            _ => CgroupJoin::WriteProcs(&self.procs),
+        }
+    }
 }
 
 /// Turns a spec `cgroupsPath` into a path below the hierarchy roots.
@@ -203,8 +227,18 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Opens what [`crate::os::spawn`] needs to start a process in this cgroup.
+    pub fn open_for_spawn(&self) -> Result<SpawnEntry, CgroupError> {
+        let procs = self.open_procs()?;
+        let dir = match (self.v2, self.dirs.first()) {
+            (true, Some(dir)) => Some(File::open(dir).map_err(io("opening", dir))?),
+            _ => None,
+        };
+        Ok(SpawnEntry { dir, procs })
+    }
+
     /// Opens every `cgroup.procs` file, for the child to write `0` into after fork.
-    pub fn open_procs(&self) -> Result<Vec<File>, CgroupError> {
+    fn open_procs(&self) -> Result<Vec<File>, CgroupError> {
         self.dirs
             .iter()
             .map(|dir| {

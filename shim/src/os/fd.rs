@@ -1,7 +1,7 @@
 //! File descriptors for stdio and the runner's control pipes.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
@@ -52,9 +52,4 @@ pub fn pipe() -> std::io::Result<(File, File)> {
 pub unsafe fn inherited(fd: i32) -> File {
     // SAFETY: forwarded to the caller.
     File::from(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Raw number of a file, for dup2 in a pre-exec hook.
-pub fn raw(file: &File) -> i32 {
-    file.as_raw_fd()
 }

@@ -8,3 +8,4 @@ pub mod namespaces;
 pub mod proc_stats;
 pub mod rootfs;
 pub mod signals;
+pub mod spawn;

@@ -8,7 +8,8 @@
 //! the preopened directories are host paths.
 //!
 //! Files are opened before `fork` ([`NamespacePlan::open`]); [`OpenNamespaces::enter`] only
-//! makes syscalls, so it is safe in a `pre_exec` hook of a multi-threaded shim.
+//! makes syscalls, so it is safe between clone and exec in a multi-threaded shim
+//! ([`crate::os::spawn`]).
 
 use std::ffi::CString;
 use std::fs::File;

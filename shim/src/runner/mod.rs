@@ -14,6 +14,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
+use std::time::Instant;
 
 use oci_spec::runtime::Spec;
 use wasmpod_runtime_core::cache::{self, ModuleCache};
@@ -24,7 +25,7 @@ use wasmpod_runtime_core::{
 
 use crate::launcher::OOM_MARKER_FILE;
 use crate::os::fd;
-use crate::protocol::{RunnerRequest, RunnerStatus, START_FD, STATUS_FD};
+use crate::protocol::{PrepareTiming, RunnerRequest, RunnerStatus, START_FD, STATUS_FD};
 use spec::GuestSpec;
 
 /// Exit code of a runner that could not prepare its container (the shim reports why).
@@ -42,6 +43,7 @@ struct PreparedContainer {
 
 /// Runs the runner role; returns the process exit code.
 pub fn main(request_json: Option<OsString>) -> i32 {
+    let mut laps = Laps::new();
     // SAFETY: the shim passes these two descriptors to every runner and nothing else owns them.
     let (mut status_pipe, mut start_pipe) =
         unsafe { (fd::inherited(STATUS_FD), fd::inherited(START_FD)) };
@@ -55,10 +57,12 @@ pub fn main(request_json: Option<OsString>) -> i32 {
         })
         .and_then(|request| {
             bundle = request.bundle.clone();
-            prepare(&request)
+            prepare(&request, &mut laps)
         });
     let status = match &prepared {
-        Ok(_) => RunnerStatus::Ready,
+        Ok(_) => RunnerStatus::Ready {
+            timing: laps.finish(),
+        },
         Err(error) => RunnerStatus::Failed {
             error: error.clone(),
         },
@@ -78,11 +82,44 @@ pub fn main(request_json: Option<OsString>) -> i32 {
     run(container, &interrupts, &bundle)
 }
 
-fn prepare(request: &RunnerRequest) -> Result<PreparedContainer, String> {
+/// Times the phases of [`prepare`] for [`PrepareTiming`].
+struct Laps {
+    began: Instant,
+    lap: Instant,
+    timing: PrepareTiming,
+}
+
+impl Laps {
+    fn new() -> Self {
+        let now = Instant::now();
+        Laps {
+            began: now,
+            lap: now,
+            timing: PrepareTiming::default(),
+        }
+    }
+
+    /// Microseconds since the previous lap (or since the runner began).
+    fn lap(&mut self) -> u64 {
+        let now = Instant::now();
+        let micros = now.duration_since(self.lap).as_micros() as u64;
+        self.lap = now;
+        micros
+    }
+
+    fn finish(mut self) -> PrepareTiming {
+        self.timing.total_us = self.began.elapsed().as_micros() as u64;
+        self.timing
+    }
+}
+
+fn prepare(request: &RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer, String> {
+    laps.lap();
     let config_path = request.bundle.join("config.json");
     let spec = Spec::load(&config_path)
         .map_err(|e| format!("invalid OCI spec {}: {e}", config_path.display()))?;
     let guest = GuestSpec::from_spec(&spec, &request.rootfs);
+    laps.timing.spec_us = laps.lap();
     let open_err =
         |what: &str, path: &str, e: std::io::Error| format!("opening {what} {path}: {e}");
     let stdin = fd::open_input(&request.stdin).map_err(|e| open_err("stdin", &request.stdin, e))?;
@@ -90,17 +127,20 @@ fn prepare(request: &RunnerRequest) -> Result<PreparedContainer, String> {
         fd::open_output(&request.stdout).map_err(|e| open_err("stdout", &request.stdout, e))?;
     let stderr =
         fd::open_output(&request.stderr).map_err(|e| open_err("stderr", &request.stderr, e))?;
+    laps.timing.stdio_us = laps.lap();
     let args0 = guest.args.first().map(String::as_str).unwrap_or_default();
     let entrypoint = resolve_entrypoint(&request.rootfs, args0, &guest.cwd, guest.path_env())
         .map_err(|e| e.to_string())?;
     let source = WasmSource::from_file(&entrypoint.guest_path, &entrypoint.host_path)
         .map_err(|e| e.to_string())?;
+    laps.timing.locate_us = laps.lap();
     let annotations = spec.annotations().clone().unwrap_or_default();
     let http =
         HttpConfig::from_settings(|key| annotations.get(key).map(String::as_str), &guest.env)
             .map_err(|e| e.to_string())?;
     let settings = EngineSettings::for_source(&source, guest.memory_limit, &http);
     let runtime = Runtime::new(&settings).map_err(|e| e.to_string())?;
+    laps.timing.engine_us = laps.lap();
     let runtime = match open_cache() {
         Some(cache) => runtime.with_cache(cache),
         None => runtime,
@@ -109,6 +149,7 @@ fn prepare(request: &RunnerRequest) -> Result<PreparedContainer, String> {
         .prepare(&source)
         .map_err(|e| e.to_string())?
         .with_http(http);
+    laps.timing.load_us = laps.lap();
     let stderr_for_traps = stderr.as_ref().and_then(|f| f.try_clone().ok());
     let config = WasiConfig {
         args: guest.args,

@@ -20,7 +20,10 @@ pub fn main() -> i32 {
     let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
     // SAFETY: the shim passes these two descriptors and nothing else owns them.
     let (mut status, mut start) = unsafe { (fd::inherited(STATUS_FD), fd::inherited(START_FD)) };
-    let ready = serde_json::to_string(&RunnerStatus::Ready).expect("status serialises");
+    let ready = serde_json::to_string(&RunnerStatus::Ready {
+        timing: Default::default(),
+    })
+    .expect("status serialises");
     let _ = status.write_all(ready.as_bytes());
     drop(status);
     let mut go = [0u8; 1];

@@ -1,0 +1,341 @@
+//! Starting a container process: `clone3` and `execve`, with the steps a container needs in
+//! between (cgroup, namespaces, descriptors, working directory) made with raw syscalls only,
+//! since the shim is multi-threaded.
+//!
+//! Why not `std::process::Command`: it can only `fork`, so the child has to move itself into
+//! its cgroup by writing `cgroup.procs`. Moving a process into a new cgroup waits for an RCU
+//! grace period (the cgroup core's thread-group lock), and that wait was 10-13 ms of a 16 ms
+//! spawn on this machine, on v1 and v2 alike; `clone3(CLONE_INTO_CGROUP)` creates the child
+//! inside its v2 cgroup with no move at all (3.1 ms, the same as a spawn with no cgroup).
+//! Figures: `python3 bench/spawn-paths.py` (run by `make bench`). On cgroup v1, or a kernel
+//! older than 5.7, the child still writes `0` to each `cgroup.procs`.
+
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::os::fd;
+use crate::os::namespaces::OpenNamespaces;
+
+/// How the child gets into its cgroup.
+pub enum CgroupJoin<'a> {
+    /// Stay in the shim's cgroup.
+    None,
+    /// Created inside the cgroup whose directory is `dir` (v2); `procs` is that cgroup's
+    /// `cgroup.procs`, written instead where the kernel lacks `CLONE_INTO_CGROUP`.
+    CloneInto {
+        dir: BorrowedFd<'a>,
+        procs: &'a File,
+    },
+    /// The child writes `0` to each of these `cgroup.procs` files (v1: one per controller).
+    WriteProcs(&'a [File]),
+}
+
+/// What to start.
+pub struct SpawnRequest<'a> {
+    pub exe: &'a Path,
+    /// The whole argv, `args[0]` included.
+    pub args: &'a [&'a OsStr],
+    pub cwd: &'a Path,
+    pub cgroup: CgroupJoin<'a>,
+    pub namespaces: &'a OpenNamespaces,
+    /// Descriptors to hand over: `(ours, number in the child)`. Stdin, stdout and stderr
+    /// are `/dev/null`.
+    pub fds: &'a [(RawFd, RawFd)],
+}
+
+/// `struct clone_args` of clone3(2), the first version with `cgroup`.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Starts the process and returns its pid once `execve` succeeded; an error names the step
+/// that failed in the child.
+pub fn spawn(request: &SpawnRequest) -> std::io::Result<u32> {
+    let c_string = |bytes: &[u8]| {
+        CString::new(bytes).map_err(|_| std::io::Error::other("argument holds a NUL byte"))
+    };
+    let exe = c_string(request.exe.as_os_str().as_bytes())?;
+    let args = request
+        .args
+        .iter()
+        .map(|arg| c_string(arg.as_bytes()))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let cwd = c_string(request.cwd.as_os_str().as_bytes())?;
+    let dev_null = File::options().read(true).write(true).open("/dev/null")?;
+    let (mut error_r, error_w) = fd::pipe()?;
+    let child = ChildSteps {
+        exe: &exe,
+        argv: &argv,
+        cwd: &cwd,
+        dev_null: dev_null.as_raw_fd(),
+        error_pipe: error_w.as_raw_fd(),
+        namespaces: request.namespaces,
+        fds: request.fds,
+    };
+
+    let pid = match &request.cgroup {
+        CgroupJoin::CloneInto { dir, procs } => match clone_into(dir.as_raw_fd()) {
+            Ok(0) => child.run(&[]),
+            Ok(pid) => pid,
+            // Kernels before 5.3 (no clone3) or 5.7 (no CLONE_INTO_CGROUP).
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::E2BIG)) => {
+                fork(&child, &[procs.as_raw_fd()])?
+            }
+            Err(e) => return Err(e),
+        },
+        CgroupJoin::WriteProcs(files) => {
+            let procs: Vec<RawFd> = files.iter().map(AsRawFd::as_raw_fd).collect();
+            fork(&child, &procs)?
+        }
+        CgroupJoin::None => fork(&child, &[])?,
+    };
+    drop(error_w);
+    let mut report = [0u8; 8];
+    let mut read = 0;
+    while read < report.len() {
+        match error_r.read(&mut report[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if read == 0 {
+        return Ok(pid as u32);
+    }
+    let step = u32::from_ne_bytes(report[..4].try_into().expect("4 bytes"));
+    let errno = i32::from_ne_bytes(report[4..].try_into().expect("4 bytes"));
+    let error = std::io::Error::from_raw_os_error(errno);
+    Err(std::io::Error::new(
+        error.kind(),
+        format!("{} in the new process: {error}", Step::name(step)),
+    ))
+}
+
+fn clone_into(cgroup_dir: RawFd) -> std::io::Result<libc::pid_t> {
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup_dir as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 without CLONE_VM gives the child a copy of this address space, like
+    // fork; the child only runs `ChildSteps::run`, which makes raw syscalls and never returns.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(pid as libc::pid_t)
+}
+
+fn fork(child: &ChildSteps, procs: &[RawFd]) -> std::io::Result<libc::pid_t> {
+    // SAFETY: as for clone3: the child only runs `ChildSteps::run`.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => child.run(procs),
+        pid => Ok(pid),
+    }
+}
+
+/// The steps between clone and exec, for the error report.
+#[derive(Clone, Copy)]
+enum Step {
+    SignalMask = 1,
+    Cgroup,
+    Namespaces,
+    Descriptors,
+    WorkingDir,
+    Exec,
+}
+
+impl Step {
+    fn name(step: u32) -> &'static str {
+        match step {
+            1 => "resetting the signal mask",
+            2 => "joining the cgroup",
+            3 => "entering the namespaces",
+            4 => "setting up descriptors",
+            5 => "changing to the bundle directory",
+            _ => "executing the shim binary",
+        }
+    }
+}
+
+/// Everything the child needs, prepared before clone: no allocation after it.
+struct ChildSteps<'a> {
+    exe: &'a CString,
+    argv: &'a [*const libc::c_char],
+    cwd: &'a CString,
+    dev_null: RawFd,
+    error_pipe: RawFd,
+    namespaces: &'a OpenNamespaces,
+    fds: &'a [(RawFd, RawFd)],
+}
+
+impl ChildSteps<'_> {
+    /// Runs in the child; never returns.
+    fn run(&self, procs: &[RawFd]) -> ! {
+        let (step, errno) = match self.steps(procs) {
+            Err((step, errno)) => (step, errno),
+            Ok(()) => (Step::Exec, errno()),
+        };
+        let mut report = [0u8; 8];
+        report[..4].copy_from_slice(&(step as u32).to_ne_bytes());
+        report[4..].copy_from_slice(&errno.to_ne_bytes());
+        // SAFETY: raw syscalls on descriptors this process owns; _exit skips atexit handlers
+        // and destructors that belong to the parent.
+        unsafe {
+            libc::write(self.error_pipe, report.as_ptr().cast(), report.len());
+            libc::_exit(127)
+        }
+    }
+
+    /// Returns only on failure (after a failed `execve` with `Ok`).
+    fn steps(&self, procs: &[RawFd]) -> Result<(), (Step, i32)> {
+        let check =
+            |step: Step, rc: libc::c_int| if rc < 0 { Err((step, errno())) } else { Ok(()) };
+        // SAFETY: plain syscalls on values prepared before the clone.
+        unsafe {
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            check(
+                Step::SignalMask,
+                libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()),
+            )?;
+            // Rust ignores SIGPIPE; an exec'd program should start with the default.
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            for procs in procs {
+                if libc::write(*procs, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err((Step::Cgroup, errno()));
+                }
+            }
+            if let Err(e) = self.namespaces.enter() {
+                return Err((Step::Namespaces, e.raw_os_error().unwrap_or(libc::EINVAL)));
+            }
+            for stdio in 0..3 {
+                check(Step::Descriptors, libc::dup2(self.dev_null, stdio))?;
+            }
+            for (from, to) in self.fds {
+                check(Step::Descriptors, libc::dup2(*from, *to))?;
+            }
+            check(Step::WorkingDir, libc::chdir(self.cwd.as_ptr()))?;
+            unsafe extern "C" {
+                static environ: *const *const libc::c_char;
+            }
+            libc::execve(self.exe.as_ptr(), self.argv.as_ptr(), environ);
+        }
+        Ok(())
+    }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::os::namespaces::NamespacePlan;
+    use std::os::fd::AsFd;
+
+    fn request<'a>(
+        args: &'a [&'a OsStr],
+        namespaces: &'a OpenNamespaces,
+        cgroup: CgroupJoin<'a>,
+    ) -> SpawnRequest<'a> {
+        SpawnRequest {
+            exe: Path::new("/bin/sleep"),
+            args,
+            cwd: Path::new("/"),
+            cgroup,
+            namespaces,
+            fds: &[],
+        }
+    }
+
+    /// Needs root and a cgroup v2 hierarchy (`/sys/fs/cgroup` or this machine's hybrid
+    /// `/sys/fs/cgroup/unified`); run by `make test` as root.
+    #[test]
+    fn clone3_starts_the_process_inside_its_v2_cgroup() {
+        assert!(
+            nix::unistd::Uid::effective().is_root(),
+            "needs root (makes a cgroup); run via `make test` as root"
+        );
+        let root = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .into_iter()
+            .map(Path::new)
+            .find(|root| {
+                root.join("cgroup.procs").exists() && root.join("cgroup.subtree_control").exists()
+            })
+            .expect("a cgroup v2 hierarchy");
+        let dir = root.join(format!("wasmpod-spawn-test-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        let dir_fd = File::open(&dir).unwrap();
+        let procs = File::options()
+            .write(true)
+            .open(dir.join("cgroup.procs"))
+            .unwrap();
+        let namespaces = NamespacePlan::default().open().unwrap();
+        let args = [OsStr::new("sleep"), OsStr::new("5")];
+        let pid = spawn(&request(
+            &args,
+            &namespaces,
+            CgroupJoin::CloneInto {
+                dir: dir_fd.as_fd(),
+                procs: &procs,
+            },
+        ))
+        .unwrap();
+        let members = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+        // SAFETY: our own child.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+            libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+        }
+        std::fs::remove_dir(&dir).unwrap();
+        assert_eq!(members.trim(), pid.to_string());
+    }
+
+    #[test]
+    fn a_failed_exec_is_reported_with_its_step() {
+        let namespaces = NamespacePlan::default().open().unwrap();
+        let args = [OsStr::new("nothing")];
+        let mut bad = request(&args, &namespaces, CgroupJoin::None);
+        bad.exe = Path::new("/nonexistent/binary");
+        let err = spawn(&bad).unwrap_err().to_string();
+        assert!(err.contains("executing the shim binary"), "{err}");
+        assert!(err.contains("No such file"), "{err}");
+        bad.exe = Path::new("/bin/true");
+        bad.cwd = Path::new("/nonexistent/bundle");
+        let err = spawn(&bad).unwrap_err().to_string();
+        assert!(err.contains("changing to the bundle directory"), "{err}");
+    }
+}
