@@ -10,6 +10,7 @@
 # Knobs (environment): BENCH_RUNS (ctr run rounds, 20), BENCH_FIRST_RUNS (uncached starts of
 # the big module, 3), BENCH_TASKS (200), BENCH_PARALLEL (4), BENCH_KILL_RUNS (20),
 # BENCH_MANY (sleeping containers for the density figure, 500), BENCH_POD_SIZE (10),
+# BENCH_SPAWN_RUNS (rounds of bench/spawn-paths.py, 20),
 # BENCH_LOG_LEVEL (debug; `info` drops the shim timing). Needs root.
 # Output: the table on stdout, JSON in target/bench/ of this repository (latest.json and a
 # timestamped copy).
@@ -70,5 +71,9 @@ out="$out_dir/bench-$(date +%Y%m%d-%H%M%S).json"
   --kill-runs "${BENCH_KILL_RUNS:-20}" --many "${BENCH_MANY:-500}" \
   --pod-size "${BENCH_POD_SIZE:-10}"
 cp "$out" "$out_dir/latest.json"
+echo
+# How a container process gets into its cgroup: the spawn paths side by side (os/spawn.rs).
+python3 "$repo/bench/spawn-paths.py" "$bin/containerd-shim-wasmpod-v1" "${BENCH_SPAWN_RUNS:-20}" \
+  "$out_dir/spawn.json"
 echo "bench: done in $(($(date +%s) - began)) s (build included)"
 "$repo/bench/http.sh"  # issue 6: wasi:http hello handler vs wasmtime serve (own containerd)

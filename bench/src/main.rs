@@ -21,6 +21,7 @@
 // The table is this binary's output.
 #![allow(clippy::print_stdout)]
 
+mod breakdown;
 mod client;
 mod density;
 mod memory;
@@ -38,6 +39,7 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use serde_json::json;
 
+use breakdown::StartBreakdown;
 use client::Client;
 use report::{Bound, Row};
 use start::{Ctr, Payload, WASMPOD};
@@ -226,12 +228,14 @@ fn run(o: &RunOptions) -> anyhow::Result<()> {
             .ratio(big_ratio)
             .target("<= 1.3x hello", big_ratio, Bound::AtMost(1.3)),
     );
+    let breakdown = |prefix: &str| StartBreakdown::from_log(&o.containerd_log, prefix);
     let breakdown_shim = json!({
-        "note": "shim debug 'ready in': Create at the shim's launcher -> runner ready (payload compiled or loaded)",
-        "hello_ms": Summary::millis(&start::shim_ready_times(&o.containerd_log, "s-hello-")),
-        "big_cached_ms": Summary::millis(&start::shim_ready_times(&o.containerd_log, "s-big-")),
-        "big_first_ms": Summary::millis(&start::shim_ready_times(&o.containerd_log, "first-big-")),
+        "note": "medians of the shim's debug timing (bench/src/breakdown.rs)",
+        "hello": breakdown("s-hello-"),
+        "big_cached": breakdown("s-big-"),
+        "big_first": breakdown("first-big-"),
     });
+    let hello_wall_ms = hello_t.median;
 
     for (payload, id) in [
         (&hello, "tmpl-hello"),
@@ -249,21 +253,21 @@ fn run(o: &RunOptions) -> anyhow::Result<()> {
     let elapsed = began.elapsed();
     let table = report::table(&rows);
     println!("\n{table}");
-    let ready = |key: &str| {
-        let summary = &breakdown_shim[key];
-        match summary["samples"].as_array().map(Vec::len) {
-            Some(n) if n > 0 => format!("{:.1} ms", summary["median"].as_f64().unwrap_or(0.0)),
-            _ => "n/a (containerd not at debug level)".to_owned(),
-        }
+    let ready = |key: &str| match breakdown_shim[key]["ready_ms"].as_f64() {
+        Some(ms) => format!("{ms:.1} ms"),
+        None => "n/a (containerd not at debug level)".to_owned(),
     };
     println!(
         "measured in {:.0} s; shim 'ready in' (create -> runner ready), median: hello {}, \
          big cached {}, big first {}",
         elapsed.as_secs_f64(),
-        ready("hello_ms"),
-        ready("big_cached_ms"),
-        ready("big_first_ms"),
+        ready("hello"),
+        ready("big_cached"),
+        ready("big_first"),
     );
+    if let Some(hello) = breakdown("s-hello-") {
+        println!("\n{}", hello.table("hello", hello_wall_ms));
+    }
     println!("{}", async_part.summary);
     let document = json!({
         "issue": 4,

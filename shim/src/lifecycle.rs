@@ -224,6 +224,7 @@ impl Containers {
     }
 
     pub fn delete(&self, id: &str) -> TaskResult<(u32, Exit)> {
+        let began = Instant::now();
         let mut registry = self.lock();
         let task = find(&mut registry, id)?;
         task.info.state.delete(id)?;
@@ -255,7 +256,7 @@ impl Containers {
             exit_status: exit.status,
             exited_at: exit.at,
         });
-        info!("container {id}: deleted");
+        info!("container {id}: deleted in {:?}", began.elapsed());
         Ok((task.info.pid, exit))
     }
 
