@@ -45,6 +45,25 @@ pub fn grouping_id(bundle: &Path, container_id: &str) -> String {
     annotation.unwrap_or_else(|| container_id.to_owned())
 }
 
+/// Whether a shim daemon answers on `address` (`unix:///run/containerd/s/...`).
+fn shim_listening(address: &str) -> bool {
+    // The crate's `connect` takes a socket path, not the `unix://` address it hands out.
+    let path = address.strip_prefix("unix://").unwrap_or(address);
+    std::os::unix::net::UnixStream::connect(path).is_ok()
+}
+
+/// Puts SIGCHLD and SIGPIPE back to their defaults (the crate installs handlers for them in
+/// every role, `start` included).
+fn restore_default_signals() {
+    for (signal, action) in [
+        (libc::SIGCHLD, libc::SIG_DFL),
+        (libc::SIGPIPE, libc::SIG_IGN),
+    ] {
+        // SAFETY: plain dispositions, no handler code involved.
+        unsafe { libc::signal(signal, action) };
+    }
+}
+
 impl containerd_shim::Shim for WasmpodShim {
     type T = TaskService;
 
@@ -66,13 +85,16 @@ impl containerd_shim::Shim for WasmpodShim {
         let grouping = grouping_id(&bundle, &opts.id);
         let address = containerd_shim::socket_address(&opts.address, &opts.namespace, &grouping);
         // The pod's shim already runs: hand containerd its socket instead of a new daemon.
-        if containerd_shim::util::connect(&address).is_ok_and(|fd| {
-            let _ = nix::unistd::close(fd);
-            true
-        }) {
+        if shim_listening(&address) {
             containerd_shim::util::write_address(&address)?;
             return Ok(address);
         }
+        // Two containers of a new pod may both get here; the daemon that loses the bind
+        // sees the winner answering, hands over its address and exits. Its exit must not
+        // reach the crate's signal handlers in this short-lived process: they write to a
+        // self-pipe nobody reads in `start`, and a SIGPIPE from that write re-enters them
+        // forever (seen once in 500 pod starts). This process needs no signal handling.
+        restore_default_signals();
         let (_pid, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
         containerd_shim::util::write_address(&address)?;
         Ok(address)
@@ -144,6 +166,16 @@ impl containerd_shim::Shim for WasmpodShim {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listening_pod_shim_is_found_by_its_unix_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let address = format!("unix://{}", path.display());
+        assert!(!shim_listening(&address));
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert!(shim_listening(&address));
+    }
 
     #[test]
     fn groups_by_sandbox_annotation_else_container_id() {
