@@ -46,6 +46,8 @@ pub struct Prepared {
     engine: wasmtime::Engine,
     entry: Entry,
     http: HttpConfig,
+    /// A wasi:http server's socket, once [`Prepared::bind_http`] made it.
+    listener: Option<std::net::TcpListener>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -147,6 +149,7 @@ impl Runtime {
             engine: self.engine.clone(),
             entry,
             http: HttpConfig::default(),
+            listener: None,
         })
     }
 
@@ -230,6 +233,16 @@ impl Prepared {
         self
     }
 
+    /// Makes a wasi:http server's listening socket now, in the caller's network namespace,
+    /// so a port in use fails the container's preparation (Create) instead of its run;
+    /// [`Prepared::run`] then serves on it. Commands have nothing to bind.
+    pub fn bind_http(&mut self) -> Result<()> {
+        if matches!(self.entry, Entry::Http(_)) && self.listener.is_none() {
+            self.listener = Some(http::bind(&self.http)?);
+        }
+        Ok(())
+    }
+
     /// Runs the guest to completion (or until interrupted) with the WASI surface of `config`.
     /// A wasi:http server is served until interrupted: the first interrupt drains and ends
     /// as `Exited(0)`, a second one (or a drain out of time) ends as `Interrupted`.
@@ -267,10 +280,15 @@ impl Prepared {
                     .map(|result| if result.is_ok() { 0 } else { 1 })
             }
             Entry::Http(pre) => {
+                let listener = match self.listener {
+                    Some(listener) => listener,
+                    None => http::bind(&self.http)?,
+                };
                 return http::serve(
                     &self.name,
                     &self.engine,
                     pre,
+                    listener,
                     config,
                     &self.http,
                     interrupter,

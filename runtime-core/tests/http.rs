@@ -78,8 +78,10 @@ impl Server {
         );
         let runtime = Runtime::new(&settings).expect("engine");
         let port = http.port;
-        let prepared = runtime.prepare(&source).expect("prepare").with_http(http);
+        let mut prepared = runtime.prepare(&source).expect("prepare").with_http(http);
         assert!(prepared.is_http_server());
+        // As the runner does during Create.
+        prepared.bind_http().expect("bind");
         let stdout = NamedTempFile::new().unwrap();
         let stderr = NamedTempFile::new().unwrap();
         config.stdout = Some(stdout.reopen().unwrap());
@@ -556,14 +558,41 @@ fn idle_server_stops_at_once_and_an_early_interrupt_is_not_lost() {
 }
 
 #[test]
-fn a_port_in_use_is_an_error() {
+fn a_port_in_use_fails_at_bind_and_at_run() {
     let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let (runtime, prepared) = prepare_hello(HttpConfig {
+    let config = HttpConfig {
         port: taken.local_addr().unwrap().port(),
         ..http_config()
-    });
+    };
+    // At prepare time (the runner binds during Create).
+    let (_runtime, mut prepared) = prepare_hello(config.clone());
+    let err = prepared.bind_http().unwrap_err();
+    assert!(matches!(err, Error::HttpBind { .. }), "{err}");
+    assert!(err.to_string().contains(&config.port.to_string()), "{err}");
+    // Unbound, `run` binds itself and fails the same way.
+    let (runtime, prepared) = prepare_hello(config);
     let err = prepared
         .run(WasiConfig::default(), &runtime.interrupter())
         .unwrap_err();
     assert!(matches!(err, Error::HttpBind { .. }), "{err}");
+}
+
+#[test]
+fn the_socket_is_bound_at_prepare_and_served_at_run() {
+    let config = http_config();
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, config.port));
+    let (runtime, mut prepared) = prepare_hello(config);
+    prepared.bind_http().unwrap();
+    // Listening before run: a request sent now waits in the queue and is answered at run.
+    let mut early = connect(addr);
+    send(early.get_mut(), "GET", "/", &[], b"", true);
+    let interrupter = runtime.interrupter();
+    let run = std::thread::spawn({
+        let interrupter = interrupter.clone();
+        move || prepared.run(WasiConfig::default(), &interrupter)
+    });
+    let reply = read_reply(&mut early);
+    interrupter.interrupt(15);
+    assert_eq!(run.join().unwrap().unwrap(), ExitStatus::Exited(0));
+    assert_eq!(reply.status, 200);
 }

@@ -460,7 +460,7 @@ impl Drop for TestNetns {
 }
 
 #[test]
-fn wasi_http_component_serves_in_its_network_namespace() {
+fn wasi_http_component_serves_in_its_network_namespace_and_a_taken_port_fails_create() {
     let c = containerd();
     let netns = TestNetns::new();
     let (img, entry) = wasm_image(&c, "http-hello", wasmpod_fixtures::http::HELLO);
@@ -476,6 +476,26 @@ fn wasi_http_component_serves_in_its_network_namespace() {
         }
     };
     assert_eq!(body, "hello from wasi:http\n");
+
+    // A second server on the same port of the same network fails at Create, saying why.
+    let second = run_foreground(&c, &["--with-ns", &with_ns, &img, "http-second", &entry]);
+    assert!(!second.success(), "a second server on :8080 ran: {second}");
+    let stderr = second.stderr.to_lowercase();
+    assert!(
+        stderr.contains("listening on 0.0.0.0:8080 for wasi:http") && stderr.contains("in use"),
+        "the error names neither the address nor the reason: {second}"
+    );
+    let ls = c.ctr(["containers", "ls", "-q"]).expect("ls");
+    if ls.stdout.lines().any(|l| l.trim() == "http-second") {
+        let rm = c.ctr(["containers", "rm", "http-second"]).expect("rm");
+        assert!(rm.success(), "{rm}");
+    }
+    assert_eq!(
+        netns.curl("http://127.0.0.1:8080/").as_deref(),
+        Some("hello from wasi:http\n"),
+        "the first server still serves"
+    );
+
     c.kill_task("http-hello", "SIGTERM").expect("kill");
     assert_eq!(
         c.wait_exit("http-hello", Duration::from_secs(30)),

@@ -54,7 +54,7 @@ pub use config::{
 pub use ticker::EPOCH_TICK;
 
 pub(crate) use host::HttpHost;
-pub(crate) use serve::serve;
+pub(crate) use serve::{bind, serve};
 
 /// The interface a wasi:http server component exports (any `0.2.x` version).
 pub const INCOMING_HANDLER_INTERFACE: &str = "wasi:http/incoming-handler";

@@ -1,4 +1,5 @@
-//! The server's life: bind, accept until the first interrupt, drain, stop.
+//! The server's life: bind (at prepare time, see [`bind`]), accept until the first
+//! interrupt, drain, stop.
 //!
 //! One multi-threaded tokio runtime runs the accept loop, one task per connection (hyper
 //! HTTP/1.1, keep-alive) and one task per request's guest ([`super::handle`]). The first
@@ -7,6 +8,7 @@
 //! response), then waits for the connections and for every concurrency slot to come back.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -24,11 +26,29 @@ use super::ticker::Ticker;
 use super::{HttpConfig, HttpHost};
 use crate::{Error, ExitStatus, Interrupter, Result, WasiConfig};
 
-/// Serves `pre` with the WASI surface of `config` until interrupted (see [`crate::http`]).
+/// Pending connections the kernel queues for the server (tokio's default; std's is 128).
+const LISTEN_BACKLOG: libc::c_int = 1024;
+
+/// Binds and listens on the server's address (non-blocking, for [`serve`]).
+pub(crate) fn bind(http: &HttpConfig) -> Result<std::net::TcpListener> {
+    let address = SocketAddr::new(http.address, http.port);
+    let bind_error = |source| Error::HttpBind { address, source };
+    let listener = std::net::TcpListener::bind(address).map_err(bind_error)?;
+    // SAFETY: listen(2) on a socket this function owns; a second listen only resizes the queue.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        return Err(bind_error(std::io::Error::last_os_error()));
+    }
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    Ok(listener)
+}
+
+/// Serves `pre` on `listener` with the WASI surface of `config` until interrupted (see
+/// [`crate::http`]).
 pub(crate) fn serve(
     name: &str,
     engine: &wasmtime::Engine,
     pre: ProxyPre<HttpHost>,
+    listener: std::net::TcpListener,
     config: WasiConfig,
     http: &HttpConfig,
     interrupter: &Interrupter,
@@ -59,8 +79,7 @@ pub(crate) fn serve(
         Ticker::start(engine.clone(), interrupter.clone(), interrupts_tx).map_err(runtime_error)?;
     let address = SocketAddr::new(http.address, http.port);
     let status = runtime.block_on(async {
-        let listener = TcpListener::bind(address)
-            .await
+        let listener = TcpListener::from_std(listener)
             .map_err(|source| Error::HttpBind { address, source })?;
         log::info!(
             "{name}: serving wasi:http on {}",

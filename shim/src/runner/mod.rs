@@ -30,7 +30,8 @@ use spec::GuestSpec;
 
 /// Exit code of a runner that could not prepare its container (the shim reports why).
 const PREPARE_FAILED: i32 = 1;
-/// Exit code when wasmpod itself could not run a prepared guest (e.g. its HTTP port is in use).
+/// Exit code when wasmpod itself could not run a prepared guest (e.g. the HTTP server's
+/// runtime could not start).
 const RUN_FAILED: i32 = 125;
 
 /// A container ready to start.
@@ -145,10 +146,12 @@ fn prepare(request: &RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer
         Some(cache) => runtime.with_cache(cache),
         None => runtime,
     };
-    let prepared = runtime
+    let mut prepared = runtime
         .prepare(&source)
         .map_err(|e| e.to_string())?
         .with_http(http);
+    // In the pod's network namespace already: a port in use fails Create, with its reason.
+    prepared.bind_http().map_err(|e| e.to_string())?;
     laps.timing.load_us = laps.lap();
     let stderr_for_traps = stderr.as_ref().and_then(|f| f.try_clone().ok());
     let config = WasiConfig {
