@@ -59,6 +59,7 @@ pub struct PrepareTiming {
     pub engine_us: u64,
     /// Compile-cache lookup, loading (or compiling) and linking the payload.
     pub load_us: u64,
+
     /// From the runner's `main` to ready (the sum of the above and the rest).
     pub total_us: u64,
 }

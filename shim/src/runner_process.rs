@@ -187,7 +187,9 @@ impl ContainerProcess for RunnerProcess {
     }
 
     fn out_of_memory(&self) -> bool {
-        self.bundle.join(OOM_MARKER_FILE).exists() || self.core.oom_killed()
+        let marked =
+            std::fs::metadata(self.bundle.join(OOM_MARKER_FILE)).is_ok_and(|m| m.len() > 0);
+        marked || self.core.oom_killed()
     }
 
     fn release(&mut self) -> TaskResult<()> {

@@ -117,6 +117,64 @@ fn volume_mounts(n: &Node, version: ContainerdVersion) {
     n.teardown(&pod);
 }
 
+/// `runAsUser`/`runAsGroup`: the guest's file access is checked as that user, and what it
+/// writes is owned by it on the host.
+fn runs_as_the_pod_user(n: &Node, version: ContainerdVersion) {
+    use std::os::unix::fs::MetadataExt;
+    let image = n.wasm_image("files", p1::FILES);
+    let owned = n.c.dir().join("vol-user");
+    let root_only = n.c.dir().join("vol-root");
+    std::fs::create_dir_all(&owned).unwrap();
+    std::fs::create_dir_all(&root_only).unwrap();
+    std::os::unix::fs::chown(&owned, Some(1000), Some(1000)).unwrap();
+
+    let pod = n.start_pod("user");
+    let writer = ContainerConfig::new("as-user", &image)
+        .args(["/data"])
+        .mount(&owned, "/data", false)
+        .run_as(1000, 1000);
+    let (status, log) = n.run_in(&pod, &writer);
+    assert_eq!(status.exit_code, 0, "{version}: {status:?} log {log:?}");
+    assert_eq!(log, ["read: written by wasm"], "{version}");
+    let written = std::fs::metadata(owned.join("out.txt")).expect("the guest's file");
+    assert_eq!(
+        (written.uid(), written.gid()),
+        (1000, 1000),
+        "{version}: the file the guest wrote is not owned by runAsUser/runAsGroup"
+    );
+
+    let denied = ContainerConfig::new("denied", &image)
+        .args(["/data"])
+        .mount(&root_only, "/data", false)
+        .run_as(1000, 1000);
+    let (status, log) = n.run_in(&pod, &denied);
+    // containerd copies the log on its own schedule: give the line a moment to land.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let stderr = loop {
+        let lines: Vec<String> = read_log(n.log_path(&pod, &denied))
+            .into_iter()
+            .filter(|line| line.stream == "stderr")
+            .map(|line| line.message)
+            .collect();
+        if !lines.is_empty() || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        status.exit_code, 1,
+        "{version}: uid 1000 wrote to a root-owned 0755 dir: {log:?} {stderr:?}"
+    );
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.to_lowercase().contains("permission denied")),
+        "{version}: {stderr:?}"
+    );
+    assert!(!root_only.join("out.txt").exists(), "{version}");
+    n.teardown(&pod);
+}
+
 /// Two wasm containers and a busybox sidecar in one pod: all run, one shim process
 /// serves the pod, the wasm guest reaches the sidecar over the pod's loopback, and
 /// StopContainer stops the sleeping guest well within its grace period.
@@ -369,6 +427,7 @@ cri_suite! {
         http_pod_serves,
         host_network_pod,
         volume_mounts,
+        runs_as_the_pod_user,
         mixed_pod,
         memory_limit_oom,
         stats_of_busy_guest,

@@ -9,11 +9,11 @@
 pub mod pause;
 mod signals;
 mod spec;
+mod user;
 
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::path::Path;
 use std::time::Instant;
 
 use oci_spec::runtime::Spec;
@@ -40,6 +40,10 @@ struct PreparedContainer {
     prepared: Prepared,
     config: WasiConfig,
     stderr: Option<File>,
+    /// `<bundle>/oom`, made empty while still root; a byte written means out of memory.
+    oom_marker: Option<File>,
+    /// The preopens' directories, when they were opened before a user switch.
+    _pinned_dirs: Option<user::PinnedDirs>,
 }
 
 /// Runs the runner role; returns the process exit code.
@@ -49,17 +53,13 @@ pub fn main(request_json: Option<OsString>) -> i32 {
     let (mut status_pipe, mut start_pipe) =
         unsafe { (fd::inherited(STATUS_FD), fd::inherited(START_FD)) };
     let interrupts = signals::install();
-    let mut bundle = std::path::PathBuf::new();
     let prepared = request_json
         .ok_or_else(|| "runner started without a request".to_owned())
         .and_then(|json| {
             serde_json::from_str::<RunnerRequest>(&json.to_string_lossy())
                 .map_err(|e| format!("invalid runner request: {e}"))
         })
-        .and_then(|request| {
-            bundle = request.bundle.clone();
-            prepare(&request, &mut laps)
-        });
+        .and_then(|request| prepare(&request, &mut laps));
     let status = match &prepared {
         Ok(_) => RunnerStatus::Ready {
             timing: laps.finish(),
@@ -80,7 +80,7 @@ pub fn main(request_json: Option<OsString>) -> i32 {
         return 0;
     }
     drop(start_pipe);
-    run(container, &interrupts, &bundle)
+    run(container, &interrupts)
 }
 
 /// Times the phases of [`prepare`] for [`PrepareTiming`].
@@ -154,11 +154,29 @@ fn prepare(request: &RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer
     prepared.bind_http().map_err(|e| e.to_string())?;
     laps.timing.load_us = laps.lap();
     let stderr_for_traps = stderr.as_ref().and_then(|f| f.try_clone().ok());
+    // Opened now: the guest's user may not write in the bundle.
+    let oom_marker = File::create(request.bundle.join(OOM_MARKER_FILE)).ok();
+    let mut preopens = guest.preopens;
+    let pinned_dirs = match &guest.user {
+        Some(user) => {
+            let as_user = |e: std::io::Error| {
+                format!(
+                    "running as uid {} gid {} (process.user): {e}",
+                    user.uid, user.gid
+                )
+            };
+            let pinned = user::pin_preopens(&mut preopens).map_err(as_user)?;
+            user::switch(user).map_err(as_user)?;
+            Some(pinned)
+        }
+        None => None,
+    };
+
     let config = WasiConfig {
         args: guest.args,
         env: guest.env,
         cwd: Some(guest.cwd),
-        preopens: guest.preopens,
+        preopens,
         stdin,
         stdout,
         stderr,
@@ -170,6 +188,8 @@ fn prepare(request: &RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer
         prepared,
         config,
         stderr: stderr_for_traps,
+        oom_marker,
+        _pinned_dirs: pinned_dirs,
     })
 }
 
@@ -185,11 +205,12 @@ fn open_cache() -> Option<ModuleCache> {
     ModuleCache::open(&dir, cache::DEFAULT_MAX_BYTES).ok()
 }
 
-fn run(container: PreparedContainer, interrupts: &signals::Interrupts, bundle: &Path) -> i32 {
+fn run(container: PreparedContainer, interrupts: &signals::Interrupts) -> i32 {
     let interrupter = container.runtime.interrupter();
     interrupts.attach(interrupter.clone(), container.prepared.is_http_server());
     let status = container.prepared.run(container.config, &interrupter);
     let mut stderr = container.stderr;
+    let mut oom_marker = container.oom_marker;
     let mut report = |line: String| {
         if let Some(stderr) = stderr.as_mut() {
             let _ = writeln!(stderr, "{line}");
@@ -201,8 +222,10 @@ fn run(container: PreparedContainer, interrupts: &signals::Interrupts, bundle: &
             wasmpod_runtime_core::exit::TRAP_EXIT_CODE
         }
         Ok(ExitStatus::OutOfMemory { message }) => {
-            // The shim reports TaskOOM when it finds this marker at exit.
-            let _ = std::fs::write(bundle.join(OOM_MARKER_FILE), b"");
+            // The shim reports TaskOOM when it finds this marker non-empty at exit.
+            if let Some(marker) = oom_marker.as_mut() {
+                let _ = marker.write_all(b"1");
+            }
             report(format!(
                 "wasmpod: guest ran out of memory (container memory limit): {message}"
             ));

@@ -3,7 +3,9 @@
 //! args, env and cwd come from `process`; the rootfs is preopened at `/` (read-only when
 //! `root.readonly`); every directory bind mount becomes a preopen at its destination,
 //! read-only when its options say `ro`. Kernel filesystems (`proc`, `sysfs`, `tmpfs`, ...)
-//! and file bind mounts (`/etc/hosts`) have no WASI meaning and are skipped.
+//! and file bind mounts (`/etc/hosts`) have no WASI meaning and are skipped. `process.user`
+//! (Kubernetes `runAsUser`, `runAsGroup`, supplemental groups) is the identity the guest's
+//! file access is checked against.
 
 use std::path::Path;
 
@@ -19,6 +21,16 @@ pub struct GuestSpec {
     pub cwd: String,
     pub preopens: Vec<Preopen>,
     pub memory_limit: Option<usize>,
+    /// Who the guest runs as; `None` for root (uid 0, gid 0, no extra groups).
+    pub user: Option<GuestUser>,
+}
+
+/// A non-root identity from `process.user`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
 }
 
 impl GuestSpec {
@@ -76,12 +88,21 @@ impl GuestSpec {
             .and_then(|memory| memory.limit())
             .filter(|limit| *limit > 0)
             .map(|limit| limit as usize);
+        let user = process
+            .map(|p| p.user())
+            .map(|user| GuestUser {
+                uid: user.uid(),
+                gid: user.gid(),
+                additional_gids: user.additional_gids().clone().unwrap_or_default(),
+            })
+            .filter(|user| user.uid != 0 || user.gid != 0 || !user.additional_gids.is_empty());
         GuestSpec {
             args,
             env,
             cwd,
             preopens,
             memory_limit,
+            user,
         }
     }
 
@@ -113,6 +134,7 @@ mod tests {
         assert_eq!(guest.args, ["/app.wasm", "x"]);
         assert_eq!(guest.cwd, "/work");
         assert_eq!(guest.path_env(), Some("/bin"));
+        assert_eq!(guest.user, None, "root needs no switch");
         assert_eq!(
             guest.preopens,
             [Preopen {
@@ -120,6 +142,22 @@ mod tests {
                 guest_path: "/".into(),
                 read_only: true
             }]
+        );
+    }
+
+    #[test]
+    fn a_non_root_user_is_kept_with_its_groups() {
+        let s = spec(
+            r#"{"ociVersion":"1.0.2","process":{"cwd":"/",
+                "user":{"uid":1000,"gid":3000,"additionalGids":[2000]}}}"#,
+        );
+        assert_eq!(
+            GuestSpec::from_spec(&s, Path::new("/r")).user,
+            Some(GuestUser {
+                uid: 1000,
+                gid: 3000,
+                additional_gids: vec![2000]
+            })
         );
     }
 

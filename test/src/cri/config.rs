@@ -161,6 +161,8 @@ pub struct ContainerConfig {
     pub memory_limit: i64,
     /// Log path relative to the pod's log directory (default `<name>/0.log`).
     pub log_path: Option<String>,
+    /// `securityContext.runAsUser` / `runAsGroup`.
+    pub run_as: Option<(i64, i64)>,
 }
 
 impl ContainerConfig {
@@ -205,6 +207,12 @@ impl ContainerConfig {
             container_path: container_path.into(),
             readonly,
         });
+        self
+    }
+
+    /// Runs as `uid`:`gid` (`runAsUser`, `runAsGroup`).
+    pub fn run_as(mut self, uid: i64, gid: i64) -> Self {
+        self.run_as = Some((uid, gid));
         self
     }
 
@@ -271,6 +279,8 @@ impl ContainerConfig {
                 resources: Some(resources),
                 security_context: Some(cri::LinuxContainerSecurityContext {
                     namespace_options: Some(pod.namespace_options()),
+                    run_as_user: self.run_as.map(|(uid, _)| cri::Int64Value { value: uid }),
+                    run_as_group: self.run_as.map(|(_, gid)| cri::Int64Value { value: gid }),
                     ..Default::default()
                 }),
             }),

@@ -1,0 +1,74 @@
+//! Switching the runner to the container's user before guest code runs.
+//!
+//! The runner prepares as root (it reads the bundle, writes the node's compile cache and
+//! opens containerd's FIFOs), then becomes `process.user`: supplementary groups, group,
+//! user, in that order. From a uid other than 0 the kernel clears every capability, so the
+//! guest's files are checked against that user like any Linux process's, and what it
+//! creates is owned by it. glibc applies each call to all threads.
+//!
+//! The preopened directories (the rootfs, volumes) usually sit below root-only directories
+//! (the bundle, kubelet's pod dirs) that the user may not traverse; runc gets past this by
+//! mounting them into the container's root before it switches. Here each is opened while
+//! still root and the guest's preopen is pointed at `/proc/self/fd/N`: reopening through
+//! that link checks only the directory itself, as entering a mount would. The process is
+//! marked dumpable again after `setuid`, or `/proc/self` would stay root's.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+
+use wasmpod_runtime_core::Preopen;
+
+use super::spec::GuestUser;
+
+/// Directories opened before the switch; must live as long as the guest may open them.
+pub struct PinnedDirs {
+    _dirs: Vec<File>,
+}
+
+/// Opens every preopen's host directory now and points the preopen at the open descriptor.
+pub fn pin_preopens(preopens: &mut [Preopen]) -> std::io::Result<PinnedDirs> {
+    let mut pinned = Vec::with_capacity(preopens.len());
+    for preopen in preopens {
+        let dir = File::options()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(&preopen.host_path)
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("opening {}: {e}", preopen.host_path.display()),
+                )
+            })?;
+        preopen.host_path = format!("/proc/self/fd/{}", dir.as_raw_fd()).into();
+        pinned.push(dir);
+    }
+    Ok(PinnedDirs { _dirs: pinned })
+}
+
+/// Becomes `user` for good (no way back to root).
+pub fn switch(user: &GuestUser) -> std::io::Result<()> {
+    let groups: Vec<libc::gid_t> = user.additional_gids.clone();
+    let check = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    // SAFETY: plain credential syscalls with a valid buffer and its length.
+    unsafe {
+        check(libc::setgroups(groups.len(), groups.as_ptr()))?;
+        check(libc::setgid(user.gid))?;
+        check(libc::setuid(user.uid))?;
+        check(libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0))?;
+    }
+    // SAFETY: getuid/geteuid cannot fail.
+    let (uid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
+    if uid != user.uid || euid != user.uid {
+        return Err(std::io::Error::other(format!(
+            "still uid {uid} (euid {euid}) after setuid"
+        )));
+    }
+    Ok(())
+}
