@@ -2,18 +2,19 @@
 //! template every request's WASI context is built from ([`RequestTemplate`]).
 //!
 //! The container's stdout/stderr files are opened once and shared by every request
-//! (`OutputFile` clones an `Arc`, no `dup` per request); the rest of the WASI surface is
-//! rebuilt per request from the container's [`WasiConfig`], so requests share nothing.
+//! ([`LineOutput`] clones an `Arc`, no `dup` per request; each request writes whole lines);
+//! the rest of the WASI surface is rebuilt per request from the container's
+//! [`WasiConfig`], so requests share nothing.
 
 use std::fs::File;
 use std::io::Write as _;
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::cli::OutputFile;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use super::output::LineOutput;
 use crate::limits::GuestLimits;
 use crate::{Result, WasiConfig};
 
@@ -48,8 +49,8 @@ impl WasiHttpView for HttpHost {
 /// What each request's WASI context is made of.
 pub(crate) struct RequestTemplate {
     config: WasiConfig,
-    stdout: Option<OutputFile>,
-    stderr: Option<OutputFile>,
+    stdout: Option<LineOutput>,
+    stderr: Option<LineOutput>,
     /// The container's stderr, for the host's own lines (a request that trapped).
     log: Option<Arc<File>>,
 }
@@ -65,8 +66,8 @@ impl RequestTemplate {
             .and_then(|file| file.try_clone().ok())
             .map(Arc::new);
         let template = RequestTemplate {
-            stdout: config.stdout.take().map(OutputFile::new),
-            stderr: config.stderr.take().map(OutputFile::new),
+            stdout: config.stdout.take().map(LineOutput::new),
+            stderr: config.stderr.take().map(LineOutput::new),
             config,
             log,
         };

@@ -40,6 +40,7 @@
 mod config;
 mod handle;
 mod host;
+mod output;
 mod serve;
 mod ticker;
 
