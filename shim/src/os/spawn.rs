@@ -14,7 +14,7 @@
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -65,6 +65,7 @@ struct CloneArgs {
     cgroup: u64,
 }
 
+const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// Starts the process and returns its pid once `execve` succeeded; an error names the step
@@ -82,8 +83,44 @@ pub fn spawn(request: &SpawnRequest) -> std::io::Result<u32> {
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let cwd = c_string(request.cwd.as_os_str().as_bytes())?;
-    let dev_null = File::options().read(true).write(true).open("/dev/null")?;
-    let (mut error_r, error_w) = fd::pipe()?;
+    // Every descriptor the child dup2s from, and its error pipe, sits above every target
+    // number, so no dup2 in the child can close a descriptor it still needs, and each
+    // target is a fresh copy without close-on-exec.
+    let lowest = request
+        .fds
+        .iter()
+        .map(|(_, to)| to + 1)
+        .max()
+        .unwrap_or(0)
+        .max(3);
+    let above = |fd: RawFd| -> std::io::Result<OwnedFd> {
+        // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor that we own from here on.
+        let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, lowest) };
+        if copy < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: just made, owned by nothing else.
+        Ok(unsafe { OwnedFd::from_raw_fd(copy) })
+    };
+    // The originals close at the end of each block: only the copies stay open.
+    let dev_null = {
+        let original = File::options().read(true).write(true).open("/dev/null")?;
+        above(original.as_raw_fd())?
+    };
+    let (mut error_r, error_w) = {
+        let (read, write) = fd::pipe()?;
+        (read, above(write.as_raw_fd())?)
+    };
+    let sources = request
+        .fds
+        .iter()
+        .map(|(from, _)| above(*from))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let moves: Vec<(RawFd, RawFd)> = sources
+        .iter()
+        .zip(request.fds)
+        .map(|(source, (_, to))| (source.as_raw_fd(), *to))
+        .collect();
     let child = ChildSteps {
         exe: &exe,
         argv: &argv,
@@ -91,15 +128,22 @@ pub fn spawn(request: &SpawnRequest) -> std::io::Result<u32> {
         dev_null: dev_null.as_raw_fd(),
         error_pipe: error_w.as_raw_fd(),
         namespaces: request.namespaces,
-        fds: request.fds,
+        fds: &moves,
     };
 
     let pid = match &request.cgroup {
         CgroupJoin::CloneInto { dir, procs } => match clone_into(dir.as_raw_fd()) {
             Ok(0) => child.run(&[]),
             Ok(pid) => pid,
-            // Kernels before 5.3 (no clone3) or 5.7 (no CLONE_INTO_CGROUP).
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::E2BIG)) => {
+            // Kernels before 5.3 (no clone3) or 5.7 (no CLONE_INTO_CGROUP: E2BIG or
+            // EINVAL), and seccomp profiles that refuse clone3 (EPERM): fork and write
+            // `cgroup.procs`, which surfaces a real permission problem on its own.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EPERM)
+                ) =>
+            {
                 fork(&child, &[procs.as_raw_fd()])?
             }
             Err(e) => return Err(e),
@@ -111,6 +155,8 @@ pub fn spawn(request: &SpawnRequest) -> std::io::Result<u32> {
         CgroupJoin::None => fork(&child, &[])?,
     };
     drop(error_w);
+    drop(sources);
+    drop(dev_null);
     let mut report = [0u8; 8];
     let mut read = 0;
     while read < report.len() {
@@ -135,7 +181,9 @@ pub fn spawn(request: &SpawnRequest) -> std::io::Result<u32> {
 
 fn clone_into(cgroup_dir: RawFd) -> std::io::Result<libc::pid_t> {
     let args = CloneArgs {
-        flags: CLONE_INTO_CGROUP,
+        // The child starts with default signal handlers: the shim's (signal-hook's) must
+        // not run in it before exec.
+        flags: CLONE_INTO_CGROUP | CLONE_CLEAR_SIGHAND,
         exit_signal: libc::SIGCHLD as u64,
         cgroup: cgroup_dir as u64,
         ..CloneArgs::default()
@@ -185,7 +233,7 @@ impl Step {
             4 => "entering the namespaces",
             5 => "setting up descriptors",
             6 => "changing to the bundle directory",
-            _ => "executing the shim binary",
+            _ => "executing the program",
         }
     }
 }
@@ -227,10 +275,11 @@ impl ChildSteps<'_> {
         unsafe {
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
-            check(
-                Step::SignalMask,
-                libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()),
-            )?;
+            // pthread_sigmask returns the error number instead of setting errno.
+            let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            if rc != 0 {
+                return Err((Step::SignalMask, rc));
+            }
             // Rust ignores SIGPIPE; an exec'd program should start with the default.
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             // Nothing a container process runs may gain privileges (a guest cannot exec, so
@@ -254,6 +303,7 @@ impl ChildSteps<'_> {
                 check(Step::Descriptors, libc::dup2(*from, *to))?;
             }
             check(Step::WorkingDir, libc::chdir(self.cwd.as_ptr()))?;
+            // Read without std's environment lock: the shim never calls `set_var`.
             unsafe extern "C" {
                 static environ: *const *const libc::c_char;
             }
@@ -348,13 +398,50 @@ mod tests {
     }
 
     #[test]
+    fn descriptors_reach_their_numbers_even_when_sources_and_targets_cross() {
+        use std::io::Read;
+        let namespaces = NamespacePlan::default().open().unwrap();
+        let (mut a_r, a_w) = fd::pipe().unwrap();
+        let (mut b_r, b_w) = fd::pipe().unwrap();
+        // A's write end sits at 61 and goes to 60; B's sits at 60 and goes to 61: a naive
+        // dup2 sequence would close B before moving it.
+        // SAFETY: 60/61 are free in this test process and closed again below (close-on-exec,
+        // so processes other tests start meanwhile do not keep the pipes open).
+        unsafe {
+            assert_eq!(libc::dup3(a_w.as_raw_fd(), 61, libc::O_CLOEXEC), 61);
+            assert_eq!(libc::dup3(b_w.as_raw_fd(), 60, libc::O_CLOEXEC), 60);
+        }
+        drop((a_w, b_w));
+        // bash: dash takes only one-digit descriptors in redirections.
+        let args = [
+            OsStr::new("bash"),
+            OsStr::new("-c"),
+            OsStr::new("echo a >&60; echo b >&61"),
+        ];
+        let mut req = request(&args, &namespaces, CgroupJoin::None);
+        req.exe = Path::new("/bin/bash");
+        req.fds = &[(61, 60), (60, 61)];
+        let pid = spawn(&req).unwrap();
+        // SAFETY: ours, from the dup2 above.
+        unsafe {
+            libc::close(60);
+            libc::close(61);
+            libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+        }
+        let (mut a, mut b) = (String::new(), String::new());
+        a_r.read_to_string(&mut a).unwrap();
+        b_r.read_to_string(&mut b).unwrap();
+        assert_eq!((a.as_str(), b.as_str()), ("a\n", "b\n"));
+    }
+
+    #[test]
     fn a_failed_exec_is_reported_with_its_step() {
         let namespaces = NamespacePlan::default().open().unwrap();
         let args = [OsStr::new("nothing")];
         let mut bad = request(&args, &namespaces, CgroupJoin::None);
         bad.exe = Path::new("/nonexistent/binary");
         let err = spawn(&bad).unwrap_err().to_string();
-        assert!(err.contains("executing the shim binary"), "{err}");
+        assert!(err.contains("executing the program"), "{err}");
         assert!(err.contains("No such file"), "{err}");
         bad.exe = Path::new("/bin/true");
         bad.cwd = Path::new("/nonexistent/bundle");

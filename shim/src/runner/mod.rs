@@ -41,7 +41,7 @@ struct PreparedContainer {
     config: WasiConfig,
     stderr: Option<File>,
     /// `<bundle>/oom`, made empty while still root; a byte written means out of memory.
-    oom_marker: Option<File>,
+    oom_marker: File,
     /// The preopens' directories, when they were opened before a user switch.
     _pinned_dirs: Option<user::PinnedDirs>,
 }
@@ -155,7 +155,9 @@ fn prepare(request: &RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer
     laps.timing.load_us = laps.lap();
     let stderr_for_traps = stderr.as_ref().and_then(|f| f.try_clone().ok());
     // Opened now: the guest's user may not write in the bundle.
-    let oom_marker = File::create(request.bundle.join(OOM_MARKER_FILE)).ok();
+    let oom_marker_path = request.bundle.join(OOM_MARKER_FILE);
+    let oom_marker = File::create(&oom_marker_path)
+        .map_err(|e| format!("creating {}: {e}", oom_marker_path.display()))?;
     let mut preopens = guest.preopens;
     let pinned_dirs = match &guest.user {
         Some(user) => {
@@ -223,9 +225,7 @@ fn run(container: PreparedContainer, interrupts: &signals::Interrupts) -> i32 {
         }
         Ok(ExitStatus::OutOfMemory { message }) => {
             // The shim reports TaskOOM when it finds this marker non-empty at exit.
-            if let Some(marker) = oom_marker.as_mut() {
-                let _ = marker.write_all(b"1");
-            }
+            let _ = oom_marker.write_all(b"1");
             report(format!(
                 "wasmpod: guest ran out of memory (container memory limit): {message}"
             ));

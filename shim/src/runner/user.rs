@@ -10,8 +10,9 @@
 //! (the bundle, kubelet's pod dirs) that the user may not traverse; runc gets past this by
 //! mounting them into the container's root before it switches. Here each is opened while
 //! still root and the guest's preopen is pointed at `/proc/self/fd/N`: reopening through
-//! that link checks only the directory itself, as entering a mount would. The process is
-//! marked dumpable again after `setuid`, or `/proc/self` would stay root's.
+//! that link checks only the directory itself, as entering a mount would. (A process may
+//! always open its own `/proc/self/fd/N`; the runner stays non-dumpable, so no other
+//! process of the same uid can reach these descriptors through `/proc/<pid>/fd`.)
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -61,7 +62,6 @@ pub fn switch(user: &GuestUser) -> std::io::Result<()> {
         check(libc::setgroups(groups.len(), groups.as_ptr()))?;
         check(libc::setgid(user.gid))?;
         check(libc::setuid(user.uid))?;
-        check(libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0))?;
     }
     // SAFETY: getuid/geteuid cannot fail.
     let (uid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
