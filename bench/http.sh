@@ -34,8 +34,19 @@ wasmtime_port=8081
 image=localhost/wasmpod/http-hello:latest
 began=$(date +%s)
 
-for tool in wrk curl jq ip ctr containerd; do
-  command -v "$tool" >/dev/null || { echo "http bench: needs $tool" >&2; exit 1; }
+# The load generator and helpers come from Debian's packages; containerd/ctr from setup.
+declare -A package=([wrk]=wrk [curl]=curl [jq]=jq [ip]=iproute2)
+missing=()
+for tool in "${!package[@]}"; do
+  command -v "$tool" >/dev/null || missing+=("${package[$tool]}")
+done
+if ((${#missing[@]})); then
+  echo "http bench: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+for tool in ctr containerd; do
+  command -v "$tool" >/dev/null || { echo "http bench: needs $tool (make setup)" >&2; exit 1; }
 done
 
 if [[ ${HTTP_BENCH_NO_BUILD:-0} == 1 ]]; then

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing wasmpod needs on Debian 12, only what is missing:
-# containerd, runc and busybox-static (tests and the demo), protobuf-compiler (the CRI
+# containerd, runc and busybox-static (tests and the demo), curl and iproute2 (wasi:http
+# tests in their own netns), protobuf-compiler (the CRI
 # client's protos), containernetworking-plugins (the `loopback` CNI plugin of the CRI
 # tests), the wasm32-wasip1 / wasm32-wasip2 Rust targets (test guests), and the cached
 # containerd 1.7 / 2.1 binaries of the CRI suite (scripts/fetch-containerd.sh). Safe to
@@ -14,6 +15,8 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok in
   || missing+=(busybox-static)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 [[ -x /usr/lib/cni/loopback ]] || missing+=(containernetworking-plugins)
+command -v curl >/dev/null 2>&1 || missing+=(curl)   # the wasi:http tests' client
+command -v ip >/dev/null 2>&1 || missing+=(iproute2) # test network namespaces
 if ((${#missing[@]})); then
   sudo=""
   [[ $(id -u) -eq 0 ]] || sudo="sudo"
