@@ -15,8 +15,8 @@
 # the lower one for an even count),
 # HTTP_BENCH_NO_BUILD (1: skip the release build, e.g. while another build holds the
 # target dir's lock), HTTP_BENCH_WASMTIME (the `wasmtime` binary, default ~/.cache/wasmpod/tools/bin/wasmtime,
-# installed with `cargo install wasmtime-cli --version 48.0.8 --root ~/.cache/wasmpod/tools`;
-# missing: the wasmtime column is n/a). Needs root, wrk, curl, jq, iproute2.
+# installed there with `cargo install wasmtime-cli --version 48.0.8` when missing; another
+# path that does not exist: the wasmtime column is n/a). Needs root, wrk, curl, jq, iproute2.
 # Output: the table on stdout, JSON in $CARGO_TARGET_DIR/bench/http.json.
 set -euo pipefail
 
@@ -62,6 +62,13 @@ shim_dir="$bin"
 hello_wasm=$(ls -t "$CARGO_TARGET_DIR"/*/build/wasmpod-fixtures-*/out/guests-http/wasm32-wasip2/release/hello.wasm 2>/dev/null | head -n 1)
 [[ -n $hello_wasm ]] || { echo "http bench: hello.wasm not found under $CARGO_TARGET_DIR" >&2; exit 1; }
 have_wasmtime=0
+tools_root="$HOME/.cache/wasmpod/tools"
+if [[ ! -x $wasmtime && $wasmtime == "$tools_root/bin/wasmtime" ]]; then
+  # The baseline, built once per machine (several minutes on 2 cores).
+  echo "http bench: installing wasmtime-cli 48.0.8 into $tools_root (the baseline)"
+  cargo install -q --locked wasmtime-cli --version 48.0.8 --root "$tools_root" \
+    || echo "http bench: wasmtime-cli did not install" >&2
+fi
 if [[ -x $wasmtime ]]; then
   have_wasmtime=1
   echo "http bench: $("$wasmtime" --version)"
