@@ -165,13 +165,7 @@ impl ContainerProcess for RuncProcess {
     }
 
     fn release(&mut self) -> TaskResult<()> {
-        let id = &self.core.id;
-        if let Err(e) = run_runc(
-            id,
-            "delete",
-            &self.log,
-            &mut runc(&self.log, &["delete", "--force", id]),
-        ) {
+        if let Err(e) = delete_force(&self.core.id, &self.log) {
             warn!("{e}");
         }
         self.core.unmount_rootfs()
@@ -180,15 +174,19 @@ impl ContainerProcess for RuncProcess {
 
 /// Best-effort `runc delete --force` after a shim crash (no-op for wasm containers).
 pub fn force_delete(id: &str, bundle: &std::path::Path) {
-    if std::path::Path::new(RUNC_ROOT).join(id).exists() {
-        let log = bundle.join(LOG_FILE);
-        if let Err(e) = run_runc(
-            id,
-            "delete",
-            &log,
-            &mut runc(&log, &["delete", "--force", id]),
-        ) {
-            warn!("{e}");
-        }
+    if std::path::Path::new(RUNC_ROOT).join(id).exists()
+        && let Err(e) = delete_force(id, &bundle.join(LOG_FILE))
+    {
+        warn!("{e}");
     }
+}
+
+/// `runc delete --force ID`.
+fn delete_force(id: &str, log: &std::path::Path) -> TaskResult<()> {
+    run_runc(
+        id,
+        "delete",
+        log,
+        &mut runc(log, &["delete", "--force", id]),
+    )
 }

@@ -52,8 +52,8 @@ fn shim_listening(address: &str) -> bool {
     std::os::unix::net::UnixStream::connect(path).is_ok()
 }
 
-/// Puts SIGCHLD and SIGPIPE back to their defaults (the crate installs handlers for them in
-/// every role, `start` included).
+/// Replaces the crate's SIGCHLD and SIGPIPE handlers (installed in every role, `start`
+/// included) with the default action and, for SIGPIPE, Rust's usual "ignore".
 fn restore_default_signals() {
     for (signal, action) in [
         (libc::SIGCHLD, libc::SIG_DFL),

@@ -149,18 +149,17 @@ fn runs_as_the_pod_user(n: &Node, version: ContainerdVersion) {
         .run_as(1000, 1000);
     let (status, log) = n.run_in(&pod, &denied);
     // containerd copies the log on its own schedule: give the line a moment to land.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let stderr = loop {
-        let lines: Vec<String> = read_log(n.log_path(&pod, &denied))
-            .into_iter()
-            .filter(|line| line.stream == "stderr")
-            .map(|line| line.message)
-            .collect();
-        if !lines.is_empty() || Instant::now() > deadline {
-            break lines;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let stderr = node::wait_until(
+        Duration::from_secs(5),
+        || -> Vec<String> {
+            read_log(n.log_path(&pod, &denied))
+                .into_iter()
+                .filter(|line| line.stream == "stderr")
+                .map(|line| line.message)
+                .collect()
+        },
+        |lines| !lines.is_empty(),
+    );
     assert_eq!(
         status.exit_code, 1,
         "{version}: uid 1000 wrote to a root-owned 0755 dir: {log:?} {stderr:?}"

@@ -356,13 +356,17 @@ fn assert_rejected(name: &str, entry: &str, files: &[(&str, &[u8])], expect: &[&
             "stderr names none of {group:?}: {out}"
         );
     }
-    // ctr may keep the container record when task creation failed.
+    remove_failed_container(&c, name);
+    assert_clean(&c);
+}
+
+/// Removes the container record `ctr run` may keep when task creation failed.
+fn remove_failed_container(c: &Containerd, name: &str) {
     let ls = c.ctr(["containers", "ls", "-q"]).expect("ls");
     if ls.stdout.lines().any(|l| l.trim() == name) {
         let rm = c.ctr(["containers", "rm", name]).expect("rm");
         assert!(rm.success(), "{rm}");
     }
-    assert_clean(&c);
 }
 
 #[test]
@@ -485,11 +489,7 @@ fn wasi_http_component_serves_in_its_network_namespace_and_a_taken_port_fails_cr
         stderr.contains("listening on 0.0.0.0:8080 for wasi:http") && stderr.contains("in use"),
         "the error names neither the address nor the reason: {second}"
     );
-    let ls = c.ctr(["containers", "ls", "-q"]).expect("ls");
-    if ls.stdout.lines().any(|l| l.trim() == "http-second") {
-        let rm = c.ctr(["containers", "rm", "http-second"]).expect("rm");
-        assert!(rm.success(), "{rm}");
-    }
+    remove_failed_container(&c, "http-second");
     assert_eq!(
         netns.curl("http://127.0.0.1:8080/").as_deref(),
         Some("hello from wasi:http\n"),

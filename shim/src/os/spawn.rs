@@ -175,7 +175,10 @@ pub fn spawn(request: &SpawnRequest) -> std::io::Result<u32> {
     let error = std::io::Error::from_raw_os_error(errno);
     Err(std::io::Error::new(
         error.kind(),
-        format!("{} in the new process: {error}", Step::name(step)),
+        format!(
+            "{} in the new process: {error}",
+            Step::from_code(step).name()
+        ),
     ))
 }
 
@@ -212,10 +215,11 @@ fn fork(child: &ChildSteps, procs: &[RawFd]) -> std::io::Result<libc::pid_t> {
     }
 }
 
-/// The steps between clone and exec, for the error report.
+/// The steps between clone and exec, for the error report (sent as the discriminant, which
+/// is the step's index in [`Step::ALL`]).
 #[derive(Clone, Copy)]
 enum Step {
-    SignalMask = 1,
+    SignalMask,
     NoNewPrivs,
     Cgroup,
     Namespaces,
@@ -225,15 +229,29 @@ enum Step {
 }
 
 impl Step {
-    fn name(step: u32) -> &'static str {
-        match step {
-            1 => "resetting the signal mask",
-            2 => "setting no_new_privs",
-            3 => "joining the cgroup",
-            4 => "entering the namespaces",
-            5 => "setting up descriptors",
-            6 => "changing to the bundle directory",
-            _ => "executing the program",
+    const ALL: [Step; 7] = [
+        Step::SignalMask,
+        Step::NoNewPrivs,
+        Step::Cgroup,
+        Step::Namespaces,
+        Step::Descriptors,
+        Step::WorkingDir,
+        Step::Exec,
+    ];
+
+    fn from_code(code: u32) -> Step {
+        Step::ALL.get(code as usize).copied().unwrap_or(Step::Exec)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Step::SignalMask => "resetting the signal mask",
+            Step::NoNewPrivs => "setting no_new_privs",
+            Step::Cgroup => "joining the cgroup",
+            Step::Namespaces => "entering the namespaces",
+            Step::Descriptors => "setting up descriptors",
+            Step::WorkingDir => "changing to the bundle directory",
+            Step::Exec => "executing the program",
         }
     }
 }
@@ -432,6 +450,14 @@ mod tests {
         a_r.read_to_string(&mut a).unwrap();
         b_r.read_to_string(&mut b).unwrap();
         assert_eq!((a.as_str(), b.as_str()), ("a\n", "b\n"));
+    }
+
+    #[test]
+    fn step_codes_round_trip() {
+        for (code, step) in Step::ALL.iter().enumerate() {
+            assert_eq!(*step as usize, code);
+            assert_eq!(Step::from_code(code as u32).name(), step.name());
+        }
     }
 
     #[test]

@@ -296,10 +296,15 @@ impl Node {
 
 /// Poll `f` until it returns an empty Vec or `timeout` passes; returns the last value.
 fn wait_for<T>(timeout: Duration, f: impl Fn() -> Vec<T>) -> Vec<T> {
+    wait_until(timeout, f, Vec::is_empty)
+}
+
+/// Poll `f` until `done` holds for its value or `timeout` passes; returns the last value.
+pub fn wait_until<T>(timeout: Duration, f: impl Fn() -> T, done: impl Fn(&T) -> bool) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         let v = f();
-        if v.is_empty() || Instant::now() >= deadline {
+        if done(&v) || Instant::now() >= deadline {
             return v;
         }
         std::thread::sleep(Duration::from_millis(50));
