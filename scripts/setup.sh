@@ -3,7 +3,7 @@
 # containerd, runc and busybox-static (tests and the demo), curl and iproute2 (wasi:http
 # tests in their own netns), protobuf-compiler (the CRI
 # client's protos), containernetworking-plugins (the `loopback` CNI plugin of the CRI
-# tests), the wasm32-wasip1 / wasm32-wasip2 Rust targets (test guests), and the cached
+# tests), libseccomp-dev (the shim's seccomp filters, linked statically), the wasm32-wasip1 / wasm32-wasip2 Rust targets (test guests), and the cached
 # containerd 1.7 / 2.1 binaries of the CRI suite (scripts/fetch-containerd.sh). Safe to
 # run again.
 set -euo pipefail
@@ -17,6 +17,9 @@ command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 [[ -x /usr/lib/cni/loopback ]] || missing+=(containernetworking-plugins)
 command -v curl >/dev/null 2>&1 || missing+=(curl)   # the wasi:http tests' client
 command -v ip >/dev/null 2>&1 || missing+=(iproute2) # test network namespaces
+# The shim's seccomp filters (linked statically: see .cargo/config.toml).
+dpkg-query -W -f='${Status}' libseccomp-dev 2>/dev/null | grep -q 'install ok installed' \
+  || missing+=(libseccomp-dev)
 if ((${#missing[@]})); then
   sudo=""
   [[ $(id -u) -eq 0 ]] || sudo="sudo"
@@ -25,6 +28,11 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
   # The package enables a system containerd; wasmpod's tests and demo never use it.
 fi
+
+# libseccomp.a where .cargo/config.toml's LIBSECCOMP_LIB_PATH points.
+seccomp_dir="$(dirname "$0")/../.cargo/libseccomp"
+mkdir -p "$seccomp_dir"
+ln -sf "/usr/lib/$(gcc -print-multiarch)/libseccomp.a" "$seccomp_dir/libseccomp.a"
 
 installed_targets=$(rustup target list --installed)
 for target in wasm32-wasip1 wasm32-wasip2; do

@@ -6,6 +6,7 @@
 //! SIGQUIT interrupt the guest (exit 128 + signal) even in a tight loop; a guest blocked in
 //! a host call is ended after [`signals::BLOCKED_GUEST_GRACE`]. SIGKILL is the kernel's.
 
+pub(crate) mod confine;
 pub mod pause;
 mod signals;
 mod spec;
@@ -68,6 +69,10 @@ pub fn main(request_json: Option<OsString>) -> i32 {
             error: error.clone(),
         },
     };
+    if prepared.is_ok() {
+        // Only now: the runner was confined while it was its only thread.
+        interrupts.start();
+    }
     let line = serde_json::to_string(&status).expect("status serialises");
     let _ = status_pipe.write_all(line.as_bytes());
     drop(status_pipe);
@@ -146,8 +151,7 @@ fn prepare(request: &RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer
         Some(cache) => runtime.with_cache(cache),
         None => runtime,
     };
-    let mut prepared = runtime
-        .prepare(&source)
+    let mut prepared = on_joined_pool(|| runtime.prepare(&source))
         .map_err(|e| e.to_string())?
         .with_http(http);
     // In the pod's network namespace already: a port in use fails Create, with its reason.
@@ -160,19 +164,15 @@ fn prepare(request: &RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer
         .map_err(|e| format!("creating {}: {e}", oom_marker_path.display()))?;
     let mut preopens = guest.preopens;
     let pinned_dirs = match &guest.user {
-        Some(user) => {
-            let as_user = |e: std::io::Error| {
-                format!(
-                    "running as uid {} gid {} (process.user): {e}",
-                    user.uid, user.gid
-                )
-            };
-            let pinned = user::pin_preopens(&mut preopens).map_err(as_user)?;
-            user::switch(user).map_err(as_user)?;
-            Some(pinned)
-        }
+        Some(user) => Some(user::pin_preopens(&mut preopens).map_err(|e| {
+            format!(
+                "running as uid {} gid {} (process.user): {e}",
+                user.uid, user.gid
+            )
+        })?),
         None => None,
     };
+    confine::confine(&spec, confine::Role::Runner).map_err(|e| e.to_string())?;
 
     let config = WasiConfig {
         args: guest.args,
@@ -193,6 +193,25 @@ fn prepare(request: &RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer
         oom_marker,
         _pinned_dirs: pinned_dirs,
     })
+}
+
+/// Runs `f` (a compile) with wasmtime's parallel compilation on a rayon pool of its own
+/// whose threads are joined before this returns: rayon's global pool would keep its
+/// threads, with every capability the runner had, beside the confined guest.
+fn on_joined_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let mut f = Some(f);
+    let pooled = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("compile-{i}"))
+        .build_scoped(
+            |thread| thread.run(),
+            |pool| pool.install(|| f.take().map(|f| f())),
+        );
+    match pooled {
+        Ok(Some(result)) => result,
+        // No pool (threads refused): compile here; a thread left behind fails
+        // confinement loudly rather than staying privileged.
+        _ => (f.take().expect("not run when the pool failed"))(),
+    }
 }
 
 /// The node's compiled-module cache: `$WASMPOD_CACHE_DIR`, else

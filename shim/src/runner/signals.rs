@@ -50,17 +50,38 @@ impl Interrupts {
 
 extern "C" fn ignore(_: libc::c_int) {}
 
-/// Installs the handlers and starts the signal thread. Call before any other thread exists.
-pub fn install() -> Interrupts {
-    let interrupts = Interrupts::default();
+/// The signals taken by the signal thread.
+fn terminating() -> SigSet {
     let mut set = SigSet::empty();
     for sig in TERMINATING {
         set.add(sig);
+    }
+    set
+}
+
+/// Installs the handlers and blocks the signals (every thread made later inherits the
+/// mask). Call before any other thread exists. Until [`Interrupts::start`] the signals
+/// stay pending: the runner is confined on a single thread, so the signal thread is only
+/// started once that is done, and then takes what arrived meanwhile.
+pub fn install() -> Interrupts {
+    let set = terminating();
+    for sig in TERMINATING {
         // SAFETY: the handler does nothing, so it is async-signal-safe.
         let _ = unsafe { signal(sig, SigHandler::Handler(ignore)) };
     }
     let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
-    let target = interrupts.target.clone();
+    Interrupts::default()
+}
+
+impl Interrupts {
+    /// Starts the signal thread: before a guest is attached a signal ends the runner with
+    /// 128 + its number.
+    pub fn start(&self) {
+        spawn_signal_thread(terminating(), self.target.clone());
+    }
+}
+
+fn spawn_signal_thread(set: SigSet, target: Arc<Mutex<Option<Target>>>) {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -85,5 +106,4 @@ pub fn install() -> Interrupts {
             }
         })
         .expect("spawn signal thread");
-    interrupts
 }

@@ -1,10 +1,9 @@
-//! Switching the runner to the container's user before guest code runs.
+//! Preopened directories of a guest that runs as another user.
 //!
 //! The runner prepares as root (it reads the bundle, writes the node's compile cache and
-//! opens containerd's FIFOs), then becomes `process.user`: supplementary groups, group,
-//! user, in that order. From a uid other than 0 the kernel clears every capability, so the
-//! guest's files are checked against that user like any Linux process's, and what it
-//! creates is owned by it. glibc applies each call to all threads.
+//! opens containerd's FIFOs), then becomes `process.user` ([`super::confine`]); the
+//! guest's files are then checked against that user like any Linux process's, and what it
+//! creates is owned by it.
 //!
 //! The preopened directories (the rootfs, volumes) usually sit below root-only directories
 //! (the bundle, kubelet's pod dirs) that the user may not traverse; runc gets past this by
@@ -20,7 +19,6 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use wasmpod_runtime_core::Preopen;
 
-use super::spec::GuestUser;
 
 /// Directories opened before the switch; must live as long as the guest may open them.
 pub struct PinnedDirs {
@@ -45,30 +43,4 @@ pub fn pin_preopens(preopens: &mut [Preopen]) -> std::io::Result<PinnedDirs> {
         pinned.push(dir);
     }
     Ok(PinnedDirs { _dirs: pinned })
-}
-
-/// Becomes `user` for good (no way back to root).
-pub fn switch(user: &GuestUser) -> std::io::Result<()> {
-    let groups: Vec<libc::gid_t> = user.additional_gids.clone();
-    let check = |rc: libc::c_int| {
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    };
-    // SAFETY: plain credential syscalls with a valid buffer and its length.
-    unsafe {
-        check(libc::setgroups(groups.len(), groups.as_ptr()))?;
-        check(libc::setgid(user.gid))?;
-        check(libc::setuid(user.uid))?;
-    }
-    // SAFETY: getuid/geteuid cannot fail.
-    let (uid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
-    if uid != user.uid || euid != user.uid {
-        return Err(std::io::Error::other(format!(
-            "still uid {uid} (euid {euid}) after setuid"
-        )));
-    }
-    Ok(())
 }

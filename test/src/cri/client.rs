@@ -197,6 +197,53 @@ impl CriClient {
         .map(drop)
     }
 
+    /// `RunPodSandbox` of `config` after `edit` changed its CRI message (e.g.
+    /// [`with_user_namespace`](super::with_user_namespace)).
+    pub fn run_pod_with(
+        &self,
+        config: &PodConfig,
+        edit: impl FnOnce(&mut cri::PodSandboxConfig),
+    ) -> Result<Pod, CriError> {
+        let _ = fs::create_dir_all(&config.log_directory);
+        let mut sandbox_config = config.to_cri();
+        edit(&mut sandbox_config);
+        let mut c = self.runtime.clone();
+        let resp = self.call(
+            "RunPodSandbox",
+            c.run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(sandbox_config.clone()),
+                runtime_handler: config.runtime_handler.clone(),
+            }),
+        )?;
+        Ok(Pod {
+            id: resp.pod_sandbox_id,
+            config: config.clone(),
+            sandbox_config,
+        })
+    }
+
+    /// `CreateContainer` of `config` in `pod` after `edit` changed its CRI message (e.g.
+    /// [`ContainerSecurity::apply`](super::ContainerSecurity::apply)); returns the id.
+    pub fn create_container_with(
+        &self,
+        pod: &Pod,
+        config: &ContainerConfig,
+        edit: impl FnOnce(&mut cri::ContainerConfig),
+    ) -> Result<String, CriError> {
+        let mut container = config.to_cri(&pod.config);
+        edit(&mut container);
+        let mut c = self.runtime.clone();
+        let resp = self.call(
+            "CreateContainer",
+            c.create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.id.clone(),
+                config: Some(container),
+                sandbox_config: Some(pod.sandbox_config.clone()),
+            }),
+        )?;
+        Ok(resp.container_id)
+    }
+
     /// `CreateContainer` in `pod`; returns the container id.
     pub fn create_container(
         &self,

@@ -21,13 +21,15 @@
 //!
 //! One job per submodule: `client` (the gRPC calls), `error` ([`CriError`]), `config`
 //! (what kubelet sends for pods and containers), `logs` (CRI log files) and `cgroup`
-//! (the test-owned cgroup subtree). Everything public is re-exported here.
+//! (the test-owned cgroup subtree), `security` (capabilities, seccomp, user namespaces).
+//! Everything public is re-exported here.
 
 mod cgroup;
 mod client;
 mod config;
 mod error;
 mod logs;
+mod security;
 
 pub use k8s_cri::v1 as api;
 
@@ -36,6 +38,7 @@ pub use client::CriClient;
 pub use config::{ContainerConfig, Pod, PodConfig, VolumeMount};
 pub use error::CriError;
 pub use logs::{LogLine, parse_log, read_log, stdout_lines};
+pub use security::{ContainerSecurity, SeccompProfile, with_user_namespace};
 
 /// The CRI runtime handler of wasmpod (the RuntimeClass `handler`).
 pub use crate::containerd::CRI_HANDLER;
