@@ -195,6 +195,17 @@ pub struct ShimLauncher;
 impl Launcher for ShimLauncher {
     fn create(&self, request: &CreateRequest) -> TaskResult<Box<dyn ContainerProcess>> {
         let id = &request.id;
+        let config = request.bundle.join("config.json");
+        let spec = Spec::load(&config).map_err(|e| {
+            TaskError::InvalidArgument(format!(
+                "container {id}: invalid OCI spec {}: {e}",
+                config.display()
+            ))
+        })?;
+        // Before anything is mounted: an idmapped rootfs would fail to mount with a less
+        // helpful error, and a Linux container's rootfs is mounted here too.
+        crate::runner::confine::refuse_user_namespace(&spec)
+            .map_err(|e| TaskError::InvalidArgument(format!("container {id}: {e}")))?;
         let rootfs = request.bundle.join("rootfs");
         let mounted = !request.rootfs_mounts.is_empty();
         if mounted {
@@ -204,17 +215,6 @@ impl Launcher for ShimLauncher {
         let unmount = || {
             if mounted && let Err(e) = rootfs::unmount(&rootfs) {
                 warn!("container {id}: {e}");
-            }
-        };
-        let config = request.bundle.join("config.json");
-        let spec = match Spec::load(&config) {
-            Ok(spec) => spec,
-            Err(e) => {
-                unmount();
-                return Err(TaskError::InvalidArgument(format!(
-                    "container {id}: invalid OCI spec {}: {e}",
-                    config.display()
-                )));
             }
         };
         let kind = classify(&spec, &rootfs);

@@ -43,8 +43,6 @@ pub fn create(
 ) -> TaskResult<Box<dyn ContainerProcess>> {
     let id = &request.id;
     let began = Instant::now();
-    crate::runner::confine::refuse_user_namespace(spec)
-        .map_err(|e| TaskError::InvalidArgument(format!("container {id}: {e}")))?;
     let cgroup = create_cgroup(id, spec)?;
     let remove_cgroup = |cgroup: &Option<Cgroup>| {
         if let Some(cgroup) = cgroup

@@ -86,28 +86,33 @@ pub struct CapSets {
 impl CapSets {
     /// Reads `process.capabilities`; a missing set (or section) is empty.
     pub fn from_spec(spec: &Spec) -> Result<Self, CapsError> {
-        let Some(caps) = spec.process().as_ref().and_then(|p| p.capabilities().clone()) else {
+        let Some(caps) = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.capabilities().clone())
+        else {
             return Ok(CapSets::default());
         };
         Self::from_oci(&caps)
     }
 
     fn from_oci(caps: &LinuxCapabilities) -> Result<Self, CapsError> {
-        let set = |names: &Option<oci_spec::runtime::Capabilities>| -> Result<CapsHashSet, CapsError> {
-            names
-                .iter()
-                .flatten()
-                .map(|cap| {
-                    // The OCI name (`CAP_CHOWN`) is the serde form of oci-spec's enum.
-                    let name = serde_json::to_value(cap)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_else(|| format!("{cap:?}"));
-                    name.parse::<Capability>()
-                        .map_err(|_| CapsError::Unknown(name))
-                })
-                .collect()
-        };
+        let set =
+            |names: &Option<oci_spec::runtime::Capabilities>| -> Result<CapsHashSet, CapsError> {
+                names
+                    .iter()
+                    .flatten()
+                    .map(|cap| {
+                        // The OCI name (`CAP_CHOWN`) is the serde form of oci-spec's enum.
+                        let name = serde_json::to_value(cap)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_else(|| format!("{cap:?}"));
+                        name.parse::<Capability>()
+                            .map_err(|_| CapsError::Unknown(name))
+                    })
+                    .collect()
+            };
         Ok(CapSets {
             bounding: set(caps.bounding())?,
             effective: set(caps.effective())?,
@@ -225,8 +230,14 @@ fn switch_ids(user: &User) -> Result<(), CapsError> {
         }
     }
     // SAFETY: these getters cannot fail.
-    let (uid, euid, gid, egid) =
-        unsafe { (libc::getuid(), libc::geteuid(), libc::getgid(), libc::getegid()) };
+    let (uid, euid, gid, egid) = unsafe {
+        (
+            libc::getuid(),
+            libc::geteuid(),
+            libc::getgid(),
+            libc::getegid(),
+        )
+    };
     if (uid, euid, gid, egid) != (user.uid, user.uid, user.gid, user.gid) {
         return Err(CapsError::Os {
             what: format!(
@@ -308,7 +319,11 @@ mod tests {
         let root = sets.after_exec_as(0);
         assert_eq!(root.effective, sets.effective);
         assert_eq!(root.permitted, sets.permitted);
-        assert_eq!(root.ambient, set(&[CAP_NET_BIND_SERVICE]), "not permitted: dropped");
+        assert_eq!(
+            root.ambient,
+            set(&[CAP_NET_BIND_SERVICE]),
+            "not permitted: dropped"
+        );
     }
 
     /// Needs root: runs [`become_user`] on a thread of its own (capabilities are per
@@ -355,6 +370,9 @@ mod tests {
         let mut status = 0;
         // SAFETY: our own child.
         unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{status}");
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "{status}"
+        );
     }
 }

@@ -100,7 +100,10 @@ pub fn rlimits_from_spec(spec: &Spec) -> Result<Vec<Rlimit>, LimitsError> {
             hard,
         });
     }
-    if !limits.iter().any(|l| l.resource == libc::RLIMIT_NOFILE as u32) {
+    if !limits
+        .iter()
+        .any(|l| l.resource == libc::RLIMIT_NOFILE as u32)
+    {
         limits.push(Rlimit {
             resource: libc::RLIMIT_NOFILE as u32,
             name: "RLIMIT_NOFILE",

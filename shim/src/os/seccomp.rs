@@ -26,9 +26,13 @@
 //! Filters apply per thread unless loaded with TSYNC; both are (and the runner is single
 //! threaded when it loads them, so every later thread inherits them anyway).
 
-use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
 use log::debug;
-use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator};
+use oci_spec::runtime::{
+    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator,
+};
 
 /// A profile that cannot be built or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +47,9 @@ pub enum SeccompError {
     },
 }
 
-fn lib_err(what: impl Into<String>) -> impl FnOnce(libseccomp::error::SeccompError) -> SeccompError {
+fn lib_err(
+    what: impl Into<String>,
+) -> impl FnOnce(libseccomp::error::SeccompError) -> SeccompError {
     let what = what.into();
     move |source| SeccompError::Library { what, source }
 }
@@ -59,65 +65,246 @@ pub enum Role {
 pub const RUNNER_ALLOW: &[&str] = &[
     // memory: allocator, wasmtime's linear memories, code (mmap + mprotect to R+X),
     // pooling-allocator resets, copy-on-write memory images (memfd), icache sync (aarch64)
-    "brk", "mmap", "munmap", "mprotect", "mremap", "madvise", "msync", "mincore",
-    "membarrier", "memfd_create",
+    "brk",
+    "mmap",
+    "munmap",
+    "mprotect",
+    "mremap",
+    "madvise",
+    "msync",
+    "mincore",
+    "membarrier",
+    "memfd_create",
     // descriptors and files: WASI p1/p2 through cap-std (openat2 RESOLVE_BENEATH, *at calls)
-    "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev",
-    "preadv2", "pwritev2", "lseek", "close", "close_range", "dup", "dup2", "dup3", "fcntl",
-    "ftruncate", "fallocate", "fsync", "fdatasync", "fadvise64", "open", "openat", "openat2",
-    "stat", "lstat", "fstat", "newfstatat", "statx", "statfs", "fstatfs", "getdents64",
-    "mkdirat", "unlinkat", "renameat", "renameat2", "linkat", "symlinkat", "readlink",
-    "readlinkat", "utimensat", "access", "faccessat", "faccessat2", "getcwd", "pipe2",
+    "read",
+    "write",
+    "readv",
+    "writev",
+    "pread64",
+    "pwrite64",
+    "preadv",
+    "pwritev",
+    "preadv2",
+    "pwritev2",
+    "lseek",
+    "close",
+    "close_range",
+    "dup",
+    "dup2",
+    "dup3",
+    "fcntl",
+    "ftruncate",
+    "fallocate",
+    "fsync",
+    "fdatasync",
+    "fadvise64",
+    "open",
+    "openat",
+    "openat2",
+    "stat",
+    "lstat",
+    "fstat",
+    "newfstatat",
+    "statx",
+    "statfs",
+    "fstatfs",
+    "getdents64",
+    "mkdirat",
+    "unlinkat",
+    "renameat",
+    "renameat2",
+    "linkat",
+    "symlinkat",
+    "readlink",
+    "readlinkat",
+    "utimensat",
+    "access",
+    "faccessat",
+    "faccessat2",
+    "getcwd",
+    "pipe2",
     // clocks, sleeps, randomness
-    "clock_gettime", "clock_getres", "clock_nanosleep", "nanosleep", "gettimeofday", "time",
-    "getrandom", "timerfd_create", "timerfd_settime", "timerfd_gettime",
+    "clock_gettime",
+    "clock_getres",
+    "clock_nanosleep",
+    "nanosleep",
+    "gettimeofday",
+    "time",
+    "getrandom",
+    "timerfd_create",
+    "timerfd_settime",
+    "timerfd_gettime",
     // threads: glibc pthread_create/exit, Rust std, futexes
-    "futex", "set_robust_list", "get_robust_list", "rseq", "set_tid_address", "sched_yield",
-    "sched_getaffinity", "getcpu", "gettid", "getpid", "getppid", "exit", "exit_group",
-    "restart_syscall", "arch_prctl",
+    "futex",
+    "set_robust_list",
+    "get_robust_list",
+    "rseq",
+    "set_tid_address",
+    "sched_yield",
+    "sched_getaffinity",
+    "getcpu",
+    "gettid",
+    "getpid",
+    "getppid",
+    "exit",
+    "exit_group",
+    "restart_syscall",
+    "arch_prctl",
     // signals: wasmtime's trap handlers on their alternate stacks, the signal thread
-    "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigtimedwait", "rt_sigpending",
+    "rt_sigaction",
+    "rt_sigprocmask",
+    "rt_sigreturn",
+    "rt_sigtimedwait",
+    "rt_sigpending",
     "sigaltstack",
     // sockets: wasi:sockets, name lookup (glibc resolver: sendmmsg), the wasi:http server
-    "bind", "listen", "accept", "accept4", "connect", "getsockname", "getpeername",
-    "setsockopt", "getsockopt", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg",
-    "recvmmsg", "shutdown", "poll", "ppoll", "epoll_create", "epoll_create1", "epoll_ctl",
-    "epoll_wait", "epoll_pwait", "epoll_pwait2", "eventfd2",
+    "bind",
+    "listen",
+    "accept",
+    "accept4",
+    "connect",
+    "getsockname",
+    "getpeername",
+    "setsockopt",
+    "getsockopt",
+    "sendto",
+    "recvfrom",
+    "sendmsg",
+    "recvmsg",
+    "sendmmsg",
+    "recvmmsg",
+    "shutdown",
+    "poll",
+    "ppoll",
+    "epoll_create",
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "eventfd2",
     // read-only facts about the process and the system
-    "getuid", "geteuid", "getgid", "getegid", "getgroups", "getresuid", "getresgid",
-    "uname", "sysinfo", "getrusage", "getrlimit", "capget",
+    "getuid",
+    "geteuid",
+    "getgid",
+    "getegid",
+    "getgroups",
+    "getresuid",
+    "getresgid",
+    "uname",
+    "sysinfo",
+    "getrusage",
+    "getrlimit",
+    "capget",
     // libseccomp loading the spec's filter after this one
     "seccomp",
 ];
 
 /// Syscalls the pause process may make once confined: wait for a signal, exit.
 pub const PAUSE_ALLOW: &[&str] = &[
-    "read", "write", "close", "rt_sigtimedwait", "rt_sigprocmask", "rt_sigaction",
-    "rt_sigreturn", "sigaltstack", "restart_syscall", "exit", "exit_group", "munmap",
-    "mmap", "brk", "madvise", "mprotect", "futex", "getpid", "gettid", "sched_yield",
-    "clock_gettime", "clock_nanosleep", "nanosleep", "seccomp",
+    "read",
+    "write",
+    "close",
+    "rt_sigtimedwait",
+    "rt_sigprocmask",
+    "rt_sigaction",
+    "rt_sigreturn",
+    "sigaltstack",
+    "restart_syscall",
+    "exit",
+    "exit_group",
+    "munmap",
+    "mmap",
+    "brk",
+    "madvise",
+    "mprotect",
+    "futex",
+    "getpid",
+    "gettid",
+    "sched_yield",
+    "clock_gettime",
+    "clock_nanosleep",
+    "nanosleep",
+    "seccomp",
 ];
 
 /// Syscalls whose only use in a runner would be an escape: they kill the process.
 pub const KILL: &[&str] = &[
     // running something else, or another process
-    "execve", "execveat", "fork", "vfork", "ptrace", "process_vm_readv", "process_vm_writev",
-    "kcmp", "pidfd_getfd",
+    "execve",
+    "execveat",
+    "fork",
+    "vfork",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "kcmp",
+    "pidfd_getfd",
     // namespaces and mounts
-    "setns", "unshare", "mount", "umount2", "pivot_root", "chroot", "fsopen", "fsconfig",
-    "fsmount", "fspick", "move_mount", "open_tree", "mount_setattr",
+    "setns",
+    "unshare",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "move_mount",
+    "open_tree",
+    "mount_setattr",
     // kernel attack surface
-    "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
-    "io_uring_register", "keyctl", "add_key", "request_key", "open_by_handle_at",
-    "name_to_handle_at", "lookup_dcookie", "iopl", "ioperm", "uselib", "personality",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "lookup_dcookie",
+    "iopl",
+    "ioperm",
+    "uselib",
+    "personality",
     // the machine
-    "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
-    "reboot", "swapon", "swapoff", "acct", "quotactl", "quotactl_fd", "syslog",
-    "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "sethostname",
-    "setdomainname", "vhangup", "nfsservctl", "mknod", "mknodat",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "kexec_load",
+    "kexec_file_load",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "acct",
+    "quotactl",
+    "quotactl_fd",
+    "syslog",
+    "settimeofday",
+    "clock_settime",
+    "clock_adjtime",
+    "adjtimex",
+    "sethostname",
+    "setdomainname",
+    "vhangup",
+    "nfsservctl",
+    "mknod",
+    "mknodat",
     // credentials: fixed before the filter is loaded
-    "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid",
-    "setfsgid", "setgroups", "capset",
+    "setuid",
+    "setgid",
+    "setreuid",
+    "setregid",
+    "setresuid",
+    "setresgid",
+    "setfsuid",
+    "setfsgid",
+    "setgroups",
+    "capset",
 ];
 
 const CLONE_NEW_ANY: u64 = (libc::CLONE_NEWNS
@@ -181,14 +368,15 @@ pub fn allowlist(role: Role, pid: u32) -> Result<ScmpFilterContext, SeccompError
         Role::Runner => RUNNER_ALLOW,
         Role::Pause => PAUSE_ALLOW,
     };
-    let add = |ctx: &mut ScmpFilterContext, name: &str, action: ScmpAction, args: &[ScmpArgCompare]| {
-        let Some(call) = syscall(name) else {
-            return Ok(());
+    let add =
+        |ctx: &mut ScmpFilterContext, name: &str, action: ScmpAction, args: &[ScmpArgCompare]| {
+            let Some(call) = syscall(name) else {
+                return Ok(());
+            };
+            ctx.add_rule_conditional(action, call, args)
+                .map(drop)
+                .map_err(lib_err(format!("seccomp: rule for {name}")))
         };
-        ctx.add_rule_conditional(action, call, args)
-            .map(drop)
-            .map_err(lib_err(format!("seccomp: rule for {name}")))
-    };
     for name in allow {
         add(&mut ctx, name, ScmpAction::Allow, &[])?;
     }
@@ -220,7 +408,12 @@ pub fn allowlist(role: Role, pid: u32) -> Result<ScmpFilterContext, SeccompError
     let sock_type = |value: i32| masked(1, 0xf, value as u64);
     for domain in [libc::AF_INET, libc::AF_INET6] {
         for typ in [libc::SOCK_STREAM, libc::SOCK_DGRAM] {
-            add(&mut ctx, "socket", ScmpAction::Allow, &[eq(0, domain as u64), sock_type(typ)])?;
+            add(
+                &mut ctx,
+                "socket",
+                ScmpAction::Allow,
+                &[eq(0, domain as u64), sock_type(typ)],
+            )?;
         }
     }
     for typ in [libc::SOCK_RAW, libc::SOCK_DGRAM] {
@@ -236,7 +429,12 @@ pub fn allowlist(role: Role, pid: u32) -> Result<ScmpFilterContext, SeccompError
         )?;
     }
     for request in IOCTLS {
-        add(&mut ctx, "ioctl", ScmpAction::Allow, &[masked(1, 0xffff_ffff, *request)])?;
+        add(
+            &mut ctx,
+            "ioctl",
+            ScmpAction::Allow,
+            &[masked(1, 0xffff_ffff, *request)],
+        )?;
     }
     for option in PRCTLS {
         add(&mut ctx, "prctl", ScmpAction::Allow, &[eq(0, *option)])?;
@@ -286,7 +484,8 @@ pub fn from_oci(profile: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompErro
         ));
     }
     let default = action(profile.default_action(), profile.default_errno_ret())?;
-    let mut ctx = ScmpFilterContext::new(default).map_err(lib_err("creating the seccomp filter"))?;
+    let mut ctx =
+        ScmpFilterContext::new(default).map_err(lib_err("creating the seccomp filter"))?;
     let _ = ctx.set_ctl_optimize(2);
     for arch in profile.architectures().iter().flatten() {
         let name = arch.to_string();
@@ -301,9 +500,7 @@ pub fn from_oci(profile: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompErro
             LinuxSeccompFilterFlag::SeccompFilterFlagLog => ctx.set_ctl_log(true),
             LinuxSeccompFilterFlag::SeccompFilterFlagTsync => ctx.set_ctl_tsync(true),
             LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => ctx.set_ctl_ssb(true),
-            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {
-                ctx.set_ctl_waitkill(true)
-            }
+            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => ctx.set_ctl_waitkill(true),
         }
         .map_err(lib_err(format!("linux.seccomp: flag {flag}")))?;
     }
@@ -415,7 +612,11 @@ mod tests {
         });
         assert_eq!(ppid, Some(38), "errnoRet");
         assert_eq!(prio_process, None, "argument 0 is 0: allowed");
-        assert_eq!(prio_group, Some(libc::EPERM), "argument 0 is 1: default errno EPERM");
+        assert_eq!(
+            prio_group,
+            Some(libc::EPERM),
+            "argument 0 is 1: default errno EPERM"
+        );
         assert_eq!(pgid_masked, Some(22), "0x107 & 0xff == 7");
         assert_eq!(pgid_other, None);
     }

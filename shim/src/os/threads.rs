@@ -88,7 +88,10 @@ mod tests {
             .unwrap();
         let threads = list().unwrap();
         assert!(threads.len() >= 2, "{threads:?}");
-        assert!(threads.iter().any(|t| t.name == "confine-probe"), "{threads:?}");
+        assert!(
+            threads.iter().any(|t| t.name == "confine-probe"),
+            "{threads:?}"
+        );
         let err = require_single().unwrap_err().to_string();
         assert!(err.contains("confine-probe"), "{err}");
         drop(tx);

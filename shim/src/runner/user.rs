@@ -19,7 +19,6 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use wasmpod_runtime_core::Preopen;
 
-
 /// Directories opened before the switch; must live as long as the guest may open them.
 pub struct PinnedDirs {
     _dirs: Vec<File>,

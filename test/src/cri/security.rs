@@ -79,7 +79,9 @@ pub fn with_user_namespace(config: &mut cri::PodSandboxConfig, host_id: u32, len
     };
     let linux = config.linux.get_or_insert_with(Default::default);
     let context = linux.security_context.get_or_insert_with(Default::default);
-    let namespaces = context.namespace_options.get_or_insert_with(Default::default);
+    let namespaces = context
+        .namespace_options
+        .get_or_insert_with(Default::default);
     namespaces.userns_options = Some(cri::UserNamespace {
         mode: cri::NamespaceMode::Pod as i32,
         uids: vec![mapping],
