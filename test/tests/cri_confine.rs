@@ -91,7 +91,7 @@ fn bundle_spec(n: &Node, id: &str) -> Value {
 /// What the kernel shows of one confined process.
 struct Seen {
     threads: usize,
-    /// `Seccomp_filters` of the main thread (wasmpod's own + the spec's).
+    /// `Seccomp_filters` of the main thread (wasmpod's two + the spec's).
     filters: u32,
 }
 
@@ -207,7 +207,7 @@ fn default_context_is_confined(n: &Node, version: ContainerdVersion) {
     let id = n.create_and_start(&pod, &config);
     n.wait_running(&id, "sleeper");
     let seen = assert_confined(n, &id, &format!("{version} runner"));
-    assert_eq!(seen.filters, 1, "{version}: wasmpod's filter only");
+    assert_eq!(seen.filters, 2, "{version}: wasmpod's two filters only");
     let sandbox = assert_confined(n, &pod.id, &format!("{version} pause"));
     assert_eq!(
         sandbox.threads, 1,
@@ -244,8 +244,8 @@ fn drop_all_with_runtime_default(n: &Node, version: ContainerdVersion) {
     );
     let seen = assert_confined(n, &id, &format!("{version} drop ALL"));
     assert_eq!(
-        seen.filters, 2,
-        "{version}: wasmpod's filter + RuntimeDefault"
+        seen.filters, 3,
+        "{version}: wasmpod's two filters + RuntimeDefault"
     );
     n.cri.stop_container(&id, 5).expect("StopContainer");
 
@@ -295,7 +295,7 @@ fn guests_work_confined(n: &Node, version: ContainerdVersion) {
         "{version}: expected the server's threads, saw {}",
         seen.threads
     );
-    assert_eq!(seen.filters, 2, "{version}");
+    assert_eq!(seen.filters, 3, "{version}: wasmpod's two + RuntimeDefault");
 
     let lookup = ContainerConfig::new("lookup", &lookup_image).args(["localhost"]);
     let lookup_id = n.create_and_start(&pod, &lookup);

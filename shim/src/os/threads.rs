@@ -80,12 +80,16 @@ mod tests {
     #[test]
     fn a_second_thread_is_seen_and_named() {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
         let helper = std::thread::Builder::new()
             .name("confine-probe".into())
             .spawn(move || {
+                let _ = started_tx.send(());
                 let _ = rx.recv();
             })
             .unwrap();
+        // Named by then: std names a thread before it runs the closure.
+        started.recv().unwrap();
         let threads = list().unwrap();
         assert!(threads.len() >= 2, "{threads:?}");
         assert!(

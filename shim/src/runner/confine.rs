@@ -8,8 +8,9 @@
 //!    spec sets none), while the runner may still lower them;
 //! 3. the bounding set, `process.user` (groups, gid, uid; uid 0 too) and the other four
 //!    capability sets ([`caps::become_user`]);
-//! 4. wasmpod's own seccomp allowlist, then the spec's `linux.seccomp` (kubelet's
-//!    RuntimeDefault or Localhost profile), both synchronised to every thread.
+//! 4. wasmpod's own seccomp allowlist (and, for a runner, its unlogged clone3 filter), then
+//!    the spec's `linux.seccomp` (kubelet's RuntimeDefault or Localhost profile), all
+//!    synchronised to every thread.
 //!
 //! User namespaces (`linux.uidMappings`) are refused before the process is spawned
 //! ([`refuse_user_namespace`], called by the shim in Create).
@@ -44,6 +45,10 @@ pub fn confine(spec: &Spec, role: Role) -> Result<(), ConfineError> {
     let user = User::from_spec(spec);
     let sets = CapSets::from_spec(spec)?;
     let own = seccomp::allowlist(role, std::process::id())?;
+    let quiet = match role {
+        Role::Runner => Some(seccomp::quiet()?),
+        Role::Pause => None,
+    };
     let from_spec = spec
         .linux()
         .as_ref()
@@ -58,6 +63,9 @@ pub fn confine(spec: &Spec, role: Role) -> Result<(), ConfineError> {
     limits::apply_rlimits(&rlimits)?;
     caps::become_user(&user, &sets)?;
     seccomp::load(own, "wasmpod's seccomp allowlist")?;
+    if let Some(quiet) = quiet {
+        seccomp::load(quiet, "wasmpod's clone3 filter")?;
+    }
     if let Some(filter) = from_spec {
         seccomp::load(filter, "the seccomp profile of linux.seccomp")?;
     }
