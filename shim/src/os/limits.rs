@@ -39,6 +39,10 @@ pub enum LimitsError {
     OomScoreRange(i32),
 }
 
+/// `RLIMIT_NOFILE` as [`Rlimit::resource`] holds it.
+#[allow(clippy::unnecessary_cast)] // `__rlimit_resource_t` is u32 with glibc, i32 elsewhere.
+const NOFILE: u32 = libc::RLIMIT_NOFILE as u32;
+
 /// One resource limit to set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rlimit {
@@ -71,7 +75,10 @@ fn resource(typ: PosixRlimitType) -> (&'static str, u32) {
         RlimitRtprio => ("RLIMIT_RTPRIO", libc::RLIMIT_RTPRIO),
         RlimitRttime => ("RLIMIT_RTTIME", libc::RLIMIT_RTTIME),
     };
-    (name, resource as u32)
+    // `__rlimit_resource_t` is u32 with glibc, i32 elsewhere.
+    #[allow(clippy::unnecessary_cast)]
+    let resource = resource as u32;
+    (name, resource)
 }
 
 /// The limits `spec` asks for, plus [`DEFAULT_NOFILE`] when it sets no `RLIMIT_NOFILE`.
@@ -100,12 +107,9 @@ pub fn rlimits_from_spec(spec: &Spec) -> Result<Vec<Rlimit>, LimitsError> {
             hard,
         });
     }
-    if !limits
-        .iter()
-        .any(|l| l.resource == libc::RLIMIT_NOFILE as u32)
-    {
+    if !limits.iter().any(|l| l.resource == NOFILE) {
         limits.push(Rlimit {
-            resource: libc::RLIMIT_NOFILE as u32,
+            resource: NOFILE,
             name: "RLIMIT_NOFILE",
             soft: DEFAULT_NOFILE,
             hard: DEFAULT_NOFILE,
@@ -214,7 +218,7 @@ mod tests {
                 ("RLIMIT_NOFILE", DEFAULT_NOFILE, DEFAULT_NOFILE)
             ]
         );
-        assert_eq!(limits[0].resource, libc::RLIMIT_CORE as u32);
+        assert_eq!(limits[0].resource, resource(PosixRlimitType::RlimitCore).1);
         let none = rlimits_from_spec(&spec("")).unwrap();
         assert_eq!(none.len(), 1);
         assert_eq!(none[0].name, "RLIMIT_NOFILE");
@@ -230,7 +234,7 @@ mod tests {
         assert_eq!(
             limits,
             [Rlimit {
-                resource: libc::RLIMIT_NOFILE as u32,
+                resource: NOFILE,
                 name: "RLIMIT_NOFILE",
                 soft: 1024,
                 hard: 4096

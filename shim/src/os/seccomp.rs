@@ -324,6 +324,7 @@ const PAGEMAP_SCAN: u64 = (3 << 30) | (96 << 16) | ((b'f' as u64) << 8) | 16;
 
 /// The `ioctl` requests a runner makes: non-blocking and close-on-exec flags (std, tokio),
 /// bytes pending (glibc's resolver), terminal checks on stdio, `PAGEMAP_SCAN`.
+#[allow(clippy::unnecessary_cast)] // `c_ulong` here, `c_int` on other targets.
 const IOCTLS: &[u64] = &[
     libc::FIONBIO as u64,
     libc::FIOCLEX as u64,
