@@ -128,7 +128,7 @@ fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
-/// A parsed response (content-length or until-close body).
+/// A parsed response (content-length, chunked or until-close body).
 #[derive(Debug)]
 struct Reply {
     status: u16,
@@ -180,6 +180,17 @@ fn read_reply(reader: &mut impl BufRead) -> Reply {
         let mut body = vec![0; length.parse().unwrap()];
         reader.read_exact(&mut body).unwrap();
         reply.body = body;
+    } else if reply.header("transfer-encoding") == Some("chunked") {
+        loop {
+            let size = usize::from_str_radix(&read_line(reader), 16).expect("chunk size");
+            let mut chunk = vec![0; size];
+            reader.read_exact(&mut chunk).unwrap();
+            read_line(reader);
+            if size == 0 {
+                break;
+            }
+            reply.body.extend_from_slice(&chunk);
+        }
     } else {
         let _ = reader.read_to_end(&mut reply.body);
     }

@@ -259,6 +259,8 @@ mod tests {
                 std::future::pending::<()>().await;
             });
         }
+        // Let the tasks start (an unpolled task has no guard to drop yet).
+        tokio::task::yield_now().await;
         states[0].request_started();
         assert!(connections.can_accept());
         connections.spawn(Arc::new(ConnState::new(10)), std::future::pending());

@@ -233,8 +233,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         self.io.is_write_vectored()
     }
 
+    /// hyper flushes after every response and, without its own header timer, does not
+    /// read again until the socket is readable: arm the idle deadline here, so its timer
+    /// wakes the connection (whose next read then fails with the timeout).
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_flush(cx);
+        this.sync();
+        if let Some(deadline) = this.deadline
+            && this.expired(cx, deadline)
+        {
+            cx.waker().wake_by_ref();
+        }
+        result
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
