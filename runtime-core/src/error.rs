@@ -72,9 +72,14 @@ pub enum Error {
     #[error("instantiating {name}: {message}")]
     Instantiate { name: String, message: String },
 
-    /// A wasi:http server setting (port, concurrency, timeout) does not parse.
-    #[error("invalid wasi:http setting {key}={value:?}")]
-    HttpSetting { key: String, value: String },
+    /// A wasi:http server setting (port, concurrency, timeout, size) does not parse or is
+    /// out of range; `key` says where it came from (`annotation wasmpod.dev/http-port`).
+    #[error("{key}: {value:?} {problem}")]
+    HttpSetting {
+        key: String,
+        value: String,
+        problem: String,
+    },
 
     /// The wasi:http server cannot listen on its address (port in use, no permission).
     #[error("listening on {address} for wasi:http: {source}")]

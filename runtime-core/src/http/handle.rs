@@ -9,6 +9,10 @@
 //! | [`HttpConfig::request_timeout`](super::HttpConfig) passed (running or waiting for a slot) | 504 / 503 |
 //! | the server was stopped (second interrupt, drain ran out) | 503 |
 //! | no `Host` header (HTTP/1.0)                        | 400 |
+//! | `Content-Length` over [`HttpConfig::max_body_size`](super::HttpConfig) (the guest never runs) | 413, connection closed |
+//! | a body of unknown length passed the cap before the guest answered | 413, connection closed |
+//!
+//! (A head over the header cap gets hyper's 431 before reaching here.)
 //!
 //! The guest runs in its own tokio task holding the concurrency permit, so it may go on
 //! streaming the body after the response head is sent, and the drain waits for it.
@@ -20,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::{Request, Response, StatusCode, header};
 use tokio::sync::{Semaphore, oneshot};
 use wasmtime::{Store, UpdateDeadline};
@@ -30,6 +34,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::HttpHost;
+use super::body::{CappedBody, Overflow};
 use super::host::RequestTemplate;
 use crate::Interrupter;
 use crate::interrupt::InterruptedBySignal;
@@ -43,6 +48,8 @@ pub(crate) struct Handler {
     /// One permit per request that may run; the drain takes them all.
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) request_timeout: Duration,
+    /// Largest request body in bytes (see [`super::body`]).
+    pub(crate) max_body_size: u64,
     /// Set when running requests must end now (second interrupt, drain out of time).
     pub(crate) stop_now: Arc<AtomicBool>,
     pub(crate) interrupter: Interrupter,
@@ -79,6 +86,19 @@ impl Handler {
         if request.uri().authority().is_none() && !request.headers().contains_key(header::HOST) {
             return Ok(plain(StatusCode::BAD_REQUEST, "missing Host header\n"));
         }
+        if request.body().size_hint().lower() > self.max_body_size {
+            return Ok(too_large(self.max_body_size));
+        }
+        // Only a body of unknown length can pass the cap while the guest reads it.
+        let overflow = request
+            .body()
+            .size_hint()
+            .exact()
+            .is_none()
+            .then(|| Arc::new(Overflow::default()));
+        let overflowed = || overflow.as_ref().is_some_and(|o| o.happened());
+        let request =
+            request.map(|body| CappedBody::new(body, self.max_body_size, overflow.clone()));
         let permit = match tokio::time::timeout_at(
             deadline.into(),
             self.slots.clone().acquire_owned(),
@@ -109,13 +129,19 @@ impl Handler {
                 outcome.map_err(|e| handler.failure(&e))
             }
         });
-        match receiver.await {
+        let answer = receiver.await;
+        if overflowed() {
+            // The guest answered (or failed) after its body was cut at the cap.
+            return Ok(too_large(self.max_body_size));
+        }
+        match answer {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(code)) => Ok(plain(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &format!("the handler failed: {code:?}\n"),
             )),
             Err(_no_response) => Ok(match guest.await {
+                _ if overflowed() => too_large(self.max_body_size),
                 Ok(Err(Failure::TimedOut)) => {
                     plain(StatusCode::GATEWAY_TIMEOUT, "the handler timed out\n")
                 }
@@ -147,7 +173,7 @@ impl Handler {
     /// Instantiates the guest in a fresh store and calls its handler.
     async fn run_guest(
         &self,
-        request: Request<Incoming>,
+        request: Request<CappedBody>,
         sender: oneshot::Sender<
             Result<
                 Response<HyperOutgoingBody>,
@@ -200,6 +226,20 @@ impl Handler {
             Failure::Guest
         }
     }
+}
+
+/// 413 for a body over `cap` bytes; the rest of the body is not read, so the connection
+/// closes.
+fn too_large(cap: u64) -> Response<HyperOutgoingBody> {
+    let mut response = plain(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the request body is larger than {cap} bytes\n"),
+    );
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// A short plain-text response made by the host.

@@ -12,8 +12,17 @@
 //! - **configuration**: the port comes from the container's env var [`PORT_ENV`]
 //!   (`WASMPOD_HTTP_PORT`), else the pod annotation [`PORT_ANNOTATION`]
 //!   (`wasmpod.dev/http-port`), else 8080; annotations `wasmpod.dev/http-max-concurrency`,
-//!   `wasmpod.dev/http-request-timeout` and `wasmpod.dev/http-drain-timeout` set the
-//!   bounds ([`HttpConfig::from_settings`] parses them; the shim maps the spec onto it).
+//!   `-request-timeout`, `-drain-timeout`, `-header-read-timeout`, `-idle-timeout`,
+//!   `-max-connections`, `-max-header-size` and `-max-body-size` set the bounds
+//!   ([`HttpConfig::from_settings`] parses and range-checks them; the shim maps the spec
+//!   onto it).
+//! - **hostile clients**: a request head must arrive within
+//!   [`HttpConfig::header_read_timeout`], a keep-alive connection may idle
+//!   [`HttpConfig::idle_timeout`] ([`guard`]); a head over
+//!   [`HttpConfig::max_header_size`] gets 431, a body over [`HttpConfig::max_body_size`]
+//!   413 ([`body`]); at most [`HttpConfig::max_connections`] connections are open (fewer
+//!   under a low open-files limit), and at the cap the one waiting longest for its head
+//!   makes room ([`conns`]). Accept errors never end the server.
 //! - **a fresh instance per request** from a `ProxyPre` (imports resolved once, at
 //!   prepare), in an engine with the pooling allocator sized from the memory limit and
 //!   [`HttpConfig::max_concurrency`] ([`crate::EngineSettings::http_server`]); at most
@@ -37,7 +46,10 @@
 //! core) rather than per-request threads; guests run on wasmtime fibers and yield to the
 //! runtime at every epoch tick, so a spinning handler cannot starve the others.
 
+mod body;
 mod config;
+mod conns;
+mod guard;
 mod handle;
 mod host;
 mod output;
@@ -48,9 +60,12 @@ use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 pub use config::{
-    DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_CONCURRENCY, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT,
-    DRAIN_TIMEOUT_ANNOTATION, HttpConfig, MAX_CONCURRENCY_ANNOTATION, PORT_ANNOTATION, PORT_ENV,
-    REQUEST_TIMEOUT_ANNOTATION,
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_SIZE, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT, DRAIN_TIMEOUT_ANNOTATION,
+    HEADER_READ_TIMEOUT_ANNOTATION, HttpConfig, IDLE_TIMEOUT_ANNOTATION, MAX_BODY_SIZE_ANNOTATION,
+    MAX_CONCURRENCY_ANNOTATION, MAX_CONNECTIONS_ANNOTATION, MAX_HEADER_SIZE_ANNOTATION,
+    PORT_ANNOTATION, PORT_ENV, REQUEST_TIMEOUT_ANNOTATION,
 };
 pub use ticker::EPOCH_TICK;
 

@@ -6,7 +6,15 @@
 //! interrupt closes the listener (new connections are refused), asks every connection to
 //! shut down gracefully (an idle keep-alive connection closes now, a busy one after its
 //! response), then waits for the connections and for every concurrency slot to come back.
+//!
+//! Hostile clients: each connection's socket is [`Guarded`] (header-read and idle
+//! deadlines), hyper refuses a head over [`HttpConfig::max_header_size`] with 431, the
+//! handler a body over [`HttpConfig::max_body_size`] with 413, and the open connections
+//! are capped ([`Connections`]: at the cap the one waiting longest for a head is evicted).
+//! Nothing of this allocates or locks per request: the hyper builder is made once, the
+//! timer once per connection.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -16,10 +24,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::time::Instant;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use super::conns::{self, AcceptFailure, Connections};
+use super::guard::{ConnState, Guarded, Timeouts, Tracked, nanos_since};
 use super::handle::Handler;
 use super::host::RequestTemplate;
 use super::ticker::Ticker;
@@ -71,6 +81,7 @@ pub(crate) fn serve(
         template: RequestTemplate::new(config)?,
         slots: Arc::new(Semaphore::new(max_concurrency as usize)),
         request_timeout: http.request_timeout,
+        max_body_size: http.max_body_size,
         stop_now: Arc::new(AtomicBool::new(false)),
         interrupter: interrupter.clone(),
     });
@@ -95,6 +106,17 @@ pub(crate) fn serve(
     status
 }
 
+/// What every connection of a server shares: made once, not per connection or request.
+struct ConnSettings {
+    builder: http1::Builder,
+    timeouts: Timeouts,
+    /// Origin of the connections' `waiting_since` times.
+    epoch: Instant,
+}
+
+/// Pause before looking again when every open connection is serving a request at the cap.
+const FULL_RECHECK: std::time::Duration = super::EPOCH_TICK;
+
 /// Accepts until the first interrupt, then drains; returns how the server ended.
 async fn run(
     listener: TcpListener,
@@ -104,22 +126,78 @@ async fn run(
     mut interrupts: watch::Receiver<u32>,
 ) -> ExitStatus {
     let (stopping_tx, stopping) = watch::channel(false);
-    let mut connections = JoinSet::new();
+    let nofile = conns::nofile_soft_limit();
+    let mut connections = Connections::new(conns::connection_cap(
+        http.max_connections,
+        max_concurrency,
+        nofile,
+    ));
+    if connections.cap() < http.max_connections as usize {
+        log::info!(
+            "{}: at most {} open connections (soft open-files limit {} minus {} kept for the server and its guests)",
+            handler.name,
+            connections.cap(),
+            nofile.unwrap_or_default(),
+            conns::RESERVE + u64::from(max_concurrency),
+        );
+    }
+    let mut builder = http1::Builder::new();
+    builder
+        .keep_alive(true)
+        // The deadlines are Guarded's (see super::guard for why not hyper's).
+        .header_read_timeout(None)
+        .max_header_size(http.max_header_size as usize);
+    let settings = Arc::new(ConnSettings {
+        builder,
+        timeouts: Timeouts {
+            header_read: http.header_read_timeout,
+            idle: http.idle_timeout,
+        },
+        epoch: Instant::now(),
+    });
+    // Accept errors in a row, and when accepting may go on after the last one.
+    let mut failures = 0u32;
+    let mut paused_until: Option<Instant> = None;
     if *interrupts.borrow_and_update() == 0 {
         loop {
+            let accepting = paused_until.is_none() && connections.can_accept();
+            let wake_at = paused_until.unwrap_or_else(|| Instant::now() + FULL_RECHECK);
             tokio::select! {
-                accepted = listener.accept() => match accepted {
+                accepted = listener.accept(), if accepting => match accepted {
                     Ok((stream, _peer)) => {
+                        failures = 0;
                         let _ = stream.set_nodelay(true);
-                        connections.spawn(connection(stream, handler.clone(), stopping.clone()));
+                        let accepted = Instant::now();
+                        let state = Arc::new(ConnState::new(nanos_since(settings.epoch, accepted)));
+                        let connection = connection(
+                            stream,
+                            accepted,
+                            state.clone(),
+                            handler.clone(),
+                            settings.clone(),
+                            stopping.clone(),
+                        );
+                        connections.spawn(state, connection);
                     }
                     Err(e) => {
-                        // Out of descriptors and the like: back off instead of spinning.
-                        log::warn!("{}: accept failed: {e}", handler.name);
-                        tokio::time::sleep(super::EPOCH_TICK).await;
+                        let failure = AcceptFailure::of(&e);
+                        if failure == AcceptFailure::Skip {
+                            log::debug!("{}: accept: {e}", handler.name);
+                            continue;
+                        }
+                        if failure == AcceptFailure::Exhausted {
+                            // Descriptors or memory: the oldest waiting client gives way.
+                            connections.evict_oldest_waiting();
+                        }
+                        failures = failures.saturating_add(1);
+                        if failures == 1 {
+                            log::warn!("{}: accept failed: {e}; backing off", handler.name);
+                        }
+                        paused_until = Some(Instant::now() + conns::backoff(failures));
                     }
                 },
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                () = tokio::time::sleep_until(wake_at), if !accepting => paused_until = None,
+                Some(()) = connections.join_next(), if connections.has_tasks() => {}
                 _ = interrupts.changed() => break,
             }
         }
@@ -150,16 +228,33 @@ async fn run(
     }
 }
 
-/// Serves one connection until the client closes it or the server stops.
+/// Serves one connection until the client closes it, a deadline passes (see
+/// [`super::guard`]), it is evicted (the task is aborted) or the server stops.
 async fn connection(
     stream: tokio::net::TcpStream,
+    accepted: Instant,
+    state: Arc<ConnState>,
     handler: Arc<Handler>,
+    settings: Arc<ConnSettings>,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let service = service_fn(move |request| handler.clone().handle(request));
-    let conn = http1::Builder::new()
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service);
+    let io = Guarded::new(
+        stream,
+        state.clone(),
+        settings.timeouts,
+        settings.epoch,
+        accepted,
+    );
+    let service = service_fn(move |request| {
+        state.request_started();
+        let state = state.clone();
+        let handler = handler.clone();
+        async move {
+            let response = handler.handle(request).await?;
+            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, state)))
+        }
+    });
+    let conn = settings.builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {
         result = conn.as_mut() => {
