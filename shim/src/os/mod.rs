@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod exec;
 pub mod fd;
 pub mod namespaces;
+pub mod pidfile;
 pub mod proc_stats;
 pub mod rootfs;
 pub mod signals;
