@@ -13,9 +13,11 @@ use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use crate::cache::Compiled;
+use crate::cache::{CompileJob, Compiled};
 use crate::http::{self, HttpConfig, HttpHost};
 use crate::interrupt::InterruptedBySignal;
 use crate::limits::GuestLimits;
@@ -31,7 +33,8 @@ const CLI_RUN_INTERFACE: &str = "wasi:cli/run";
 pub struct Runtime {
     engine: wasmtime::Engine,
     interrupter: Interrupter,
-    cache: Option<ModuleCache>,
+    cache: Option<Arc<ModuleCache>>,
+    compile_timeout: Duration,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -95,36 +98,64 @@ impl Runtime {
             engine,
             interrupter,
             cache: None,
+            compile_timeout: crate::bounds::DEFAULT_COMPILE_TIMEOUT,
         })
     }
 
     /// Loads compiled code from `cache` (and stores what it compiles there).
     pub fn with_cache(mut self, cache: ModuleCache) -> Self {
-        self.cache = Some(cache);
+        self.cache = Some(Arc::new(cache));
+        self
+    }
+
+    /// Bounds the time [`Runtime::prepare`] may spend getting compiled code (waiting for
+    /// another start compiling the same module, then compiling): default
+    /// [`crate::bounds::DEFAULT_COMPILE_TIMEOUT`].
+    pub fn with_compile_timeout(mut self, timeout: Duration) -> Self {
+        self.compile_timeout = timeout;
         self
     }
 
     pub fn cache(&self) -> Option<&ModuleCache> {
-        self.cache.as_ref()
+        self.cache.as_deref()
     }
 
-    /// Compiled code for `source`: from the cache when there is one, else compiled here.
+    /// Compiled code for `source`: an authentic cached copy at once, else compiled (and
+    /// stored) on a thread that is given up on at the deadline. Cranelift cannot be
+    /// interrupted: the thread is left to finish or die with the process, which is what a
+    /// runner does next after a failed Create; the job stores nothing once abandoned.
     fn compile(&self, source: &WasmSource) -> Result<Compiled> {
-        if let Some(cache) = &self.cache {
-            return cache.load_or_compile(&self.engine, source);
+        if let Some(compiled) = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.load(&self.engine, source))
+        {
+            return Ok(compiled);
         }
-        let compile_error = |e: wasmtime::Error| Error::Compile {
-            name: source.name().to_owned(),
-            message: format!("{e:#}"),
-        };
-        Ok(match source.kind() {
-            PayloadKind::CoreModule => {
-                Compiled::Module(Module::new(&self.engine, source.bytes()).map_err(compile_error)?)
+        let job = Arc::new(CompileJob::new(self.compile_timeout));
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (engine, cache, worker_job) = (self.engine.clone(), self.cache.clone(), job.clone());
+        let worker_source = source.clone();
+        std::thread::Builder::new()
+            .name("wasmpod-compile".to_owned())
+            .spawn(move || {
+                let compiled = match &cache {
+                    Some(cache) => cache.load_or_compile(&engine, &worker_source, &worker_job),
+                    None => compile_in_memory(&engine, &worker_source),
+                };
+                let _ = tx.send(compiled);
+            })
+            .map_err(|e| Error::Compile {
+                name: source.name().to_owned(),
+                message: format!("starting the compile thread: {e}"),
+            })?;
+        match rx.recv_timeout(self.compile_timeout) {
+            Ok(compiled) => compiled,
+            Err(_) => {
+                job.abandon();
+                Err(job.timed_out(source.name(), "compiling"))
             }
-            PayloadKind::Component => Compiled::Component(
-                Component::new(&self.engine, source.bytes()).map_err(compile_error)?,
-            ),
-        })
+        }
     }
 
     pub fn engine(&self) -> &wasmtime::Engine {
@@ -205,6 +236,21 @@ impl Runtime {
             .map(Entry::Command)
             .map_err(|e| link_error(name, e))
     }
+}
+
+fn compile_in_memory(engine: &wasmtime::Engine, source: &WasmSource) -> Result<Compiled> {
+    let compile_error = |e: wasmtime::Error| Error::Compile {
+        name: source.name().to_owned(),
+        message: format!("{e:#}"),
+    };
+    Ok(match source.kind() {
+        PayloadKind::CoreModule => {
+            Compiled::Module(Module::new(engine, source.bytes()).map_err(compile_error)?)
+        }
+        PayloadKind::Component => {
+            Compiled::Component(Component::new(engine, source.bytes()).map_err(compile_error)?)
+        }
+    })
 }
 
 fn link_error(name: &str, e: wasmtime::Error) -> Error {
