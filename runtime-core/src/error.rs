@@ -36,6 +36,30 @@ pub enum Error {
     #[error("{name} has an unsupported WebAssembly encoding (version/layer bytes {version:02x?})")]
     UnknownEncoding { name: String, version: [u8; 4] },
 
+    /// The payload is larger than its bound ([`crate::bounds`]); it was not read whole.
+    #[error(
+        "{name} is {size} bytes, above the payload size bound of {max} bytes (WASMPOD_MAX_PAYLOAD_BYTES on the node, annotation wasmpod.dev/max-payload-bytes)"
+    )]
+    PayloadTooLarge { name: String, size: u64, max: u64 },
+
+    /// Getting compiled code took longer than the compile deadline ([`crate::bounds`]).
+    #[error(
+        "compiling {name} did not finish within the compile deadline of {timeout:?} ({while_doing}; WASMPOD_COMPILE_TIMEOUT on the node, annotation wasmpod.dev/compile-timeout)"
+    )]
+    CompileTimeout {
+        name: String,
+        timeout: std::time::Duration,
+        while_doing: &'static str,
+    },
+
+    /// A wasmpod setting (environment or annotation) does not parse or is out of range.
+    #[error("invalid setting {key}={value:?}: {reason}")]
+    Setting {
+        key: String,
+        value: String,
+        reason: String,
+    },
+
     /// Validation or compilation failed (truncated, malformed or unsupported features).
     #[error("compiling {name}: {message}")]
     Compile { name: String, message: String },

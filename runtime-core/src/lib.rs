@@ -12,10 +12,12 @@
 //!    per request, until interrupted ([`http`]; pick its engine with
 //!    [`EngineSettings::for_source`]).
 
+pub mod bounds;
 pub mod cache;
 pub mod engine;
 pub mod error;
 pub mod exit;
+mod hmac;
 pub mod http;
 pub mod interrupt;
 pub mod limits;
@@ -24,6 +26,7 @@ mod run;
 pub mod source;
 pub mod wasi;
 
+pub use bounds::PrepareBounds;
 pub use cache::ModuleCache;
 pub use engine::EngineSettings;
 pub use error::Error;

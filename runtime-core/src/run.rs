@@ -13,9 +13,11 @@ use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use crate::cache::Compiled;
+use crate::cache::{CompileJob, Compiled};
 use crate::http::{self, HttpConfig, HttpHost};
 use crate::interrupt::InterruptedBySignal;
 use crate::limits::GuestLimits;
@@ -31,7 +33,8 @@ const CLI_RUN_INTERFACE: &str = "wasi:cli/run";
 pub struct Runtime {
     engine: wasmtime::Engine,
     interrupter: Interrupter,
-    cache: Option<ModuleCache>,
+    cache: Option<Arc<ModuleCache>>,
+    compile_timeout: Duration,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -95,36 +98,69 @@ impl Runtime {
             engine,
             interrupter,
             cache: None,
+            compile_timeout: crate::bounds::DEFAULT_COMPILE_TIMEOUT,
         })
     }
 
     /// Loads compiled code from `cache` (and stores what it compiles there).
     pub fn with_cache(mut self, cache: ModuleCache) -> Self {
-        self.cache = Some(cache);
+        self.cache = Some(Arc::new(cache));
+        self
+    }
+
+    /// Bounds the time [`Runtime::prepare`] may spend getting compiled code (waiting for
+    /// another start compiling the same module, then compiling): default
+    /// [`crate::bounds::DEFAULT_COMPILE_TIMEOUT`].
+    pub fn with_compile_timeout(mut self, timeout: Duration) -> Self {
+        self.compile_timeout = timeout;
         self
     }
 
     pub fn cache(&self) -> Option<&ModuleCache> {
-        self.cache.as_ref()
+        self.cache.as_deref()
     }
 
-    /// Compiled code for `source`: from the cache when there is one, else compiled here.
+    /// Compiled code for `source`: an authentic cached copy at once, else compiled (and
+    /// stored) on a thread that is given up on at the deadline. Cranelift cannot be
+    /// interrupted: the thread is left to finish or die with the process, which is what a
+    /// runner does next after a failed Create; the job stores nothing once abandoned.
     fn compile(&self, source: &WasmSource) -> Result<Compiled> {
-        if let Some(cache) = &self.cache {
-            return cache.load_or_compile(&self.engine, source);
+        if let Some(compiled) = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.load(&self.engine, source))
+        {
+            return Ok(compiled);
         }
-        let compile_error = |e: wasmtime::Error| Error::Compile {
-            name: source.name().to_owned(),
-            message: format!("{e:#}"),
-        };
-        Ok(match source.kind() {
-            PayloadKind::CoreModule => {
-                Compiled::Module(Module::new(&self.engine, source.bytes()).map_err(compile_error)?)
+        let job = Arc::new(CompileJob::new(self.compile_timeout));
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (engine, cache, worker_job) = (self.engine.clone(), self.cache.clone(), job.clone());
+        let worker_source = source.clone();
+        let worker = std::thread::Builder::new()
+            .name("wasmpod-compile".to_owned())
+            .spawn(move || {
+                let compiled = on_joined_pool(|| match &cache {
+                    Some(cache) => cache.load_or_compile(&engine, &worker_source, &worker_job),
+                    None => compile_in_memory(&engine, &worker_source),
+                });
+                let _ = tx.send(compiled);
+            })
+            .map_err(|e| Error::Compile {
+                name: source.name().to_owned(),
+                message: format!("starting the compile thread: {e}"),
+            })?;
+        match rx.recv_timeout(self.compile_timeout) {
+            Ok(compiled) => {
+                // It has sent its result and its pool is joined: wait for it to end, so a
+                // caller that confines the process next finds no other thread.
+                let _ = worker.join();
+                compiled
             }
-            PayloadKind::Component => Compiled::Component(
-                Component::new(&self.engine, source.bytes()).map_err(compile_error)?,
-            ),
-        })
+            Err(_) => {
+                job.abandon();
+                Err(job.timed_out(source.name(), "compiling"))
+            }
+        }
     }
 
     pub fn engine(&self) -> &wasmtime::Engine {
@@ -205,6 +241,21 @@ impl Runtime {
             .map(Entry::Command)
             .map_err(|e| link_error(name, e))
     }
+}
+
+fn compile_in_memory(engine: &wasmtime::Engine, source: &WasmSource) -> Result<Compiled> {
+    let compile_error = |e: wasmtime::Error| Error::Compile {
+        name: source.name().to_owned(),
+        message: format!("{e:#}"),
+    };
+    Ok(match source.kind() {
+        PayloadKind::CoreModule => {
+            Compiled::Module(Module::new(engine, source.bytes()).map_err(compile_error)?)
+        }
+        PayloadKind::Component => {
+            Compiled::Component(Component::new(engine, source.bytes()).map_err(compile_error)?)
+        }
+    })
 }
 
 fn link_error(name: &str, e: wasmtime::Error) -> Error {
@@ -332,5 +383,24 @@ fn classify(outcome: wasmtime::Result<i32>, interrupter: &Interrupter) -> ExitSt
                 }
             }
         }
+    }
+}
+
+/// Runs `f` (a compile) with wasmtime's parallel compilation on a rayon pool of its own,
+/// whose threads are joined before this returns. rayon's global pool would keep its threads
+/// for the life of the process: in a runner they would keep every privilege the process had
+/// while it prepared, beside the confined guest.
+fn on_joined_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let mut f = Some(f);
+    let pooled = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("compile-{i}"))
+        .build_scoped(
+            |thread| thread.run(),
+            |pool| pool.install(|| f.take().map(|f| f())),
+        );
+    match pooled {
+        Ok(Some(result)) => result,
+        // No pool (threads refused): compile on this thread alone.
+        _ => (f.take().expect("not run when the pool failed"))(),
     }
 }

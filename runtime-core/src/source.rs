@@ -3,7 +3,9 @@
 //! The kind comes from the 8-byte header alone (`\0asm` + version/layer), so a container
 //! whose entrypoint is a shell script or an ELF is refused before anything is compiled.
 
+use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -48,11 +50,11 @@ impl PayloadKind {
     }
 }
 
-/// The bytes of one payload with their sha256 and kind.
+/// The bytes of one payload with their sha256 and kind. Clones share the bytes.
 #[derive(Clone)]
 pub struct WasmSource {
     name: String,
-    bytes: Vec<u8>,
+    bytes: Arc<Vec<u8>>,
     digest: [u8; 32],
     kind: PayloadKind,
 }
@@ -76,15 +78,39 @@ impl WasmSource {
         let digest = Sha256::digest(&bytes).into();
         Ok(WasmSource {
             name,
-            bytes,
+            bytes: Arc::new(bytes),
             digest,
             kind,
         })
     }
 
-    /// Reads a payload file; `name` is how errors refer to it (the path as the guest sees it).
+    /// Reads a payload file of at most [`crate::bounds::DEFAULT_MAX_PAYLOAD_BYTES`]; `name`
+    /// is how errors refer to it (the path as the guest sees it).
     pub fn from_file(name: impl Into<String>, path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_file_bounded(name, path, crate::bounds::DEFAULT_MAX_PAYLOAD_BYTES)
+    }
+
+    /// Reads a payload file of at most `max_bytes`: a larger one is refused from its size
+    /// before it is read, and reading stops past the bound should the file grow meanwhile.
+    pub fn from_file_bounded(name: impl Into<String>, path: &Path, max_bytes: u64) -> Result<Self> {
+        let name = name.into();
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let too_large = |size| Error::PayloadTooLarge {
+            name: name.clone(),
+            size,
+            max: max_bytes,
+        };
+        if size > max_bytes {
+            return Err(too_large(size));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        file.take(max_bytes.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io(path, e))?;
+        if bytes.len() as u64 > max_bytes {
+            return Err(too_large(bytes.len() as u64));
+        }
         Self::from_bytes(name, bytes)
     }
 
@@ -142,6 +168,25 @@ mod tests {
     fn refuses_unknown_versions() {
         let err = PayloadKind::detect("x", b"\0asm\x02\0\0\0").unwrap_err();
         assert!(matches!(err, Error::UnknownEncoding { .. }), "{err}");
+    }
+
+    #[test]
+    fn payloads_above_the_bound_are_refused_by_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.wasm");
+        std::fs::write(&path, wasmpod_fixtures::wat::HELLO).unwrap();
+        let len = wasmpod_fixtures::wat::HELLO.len() as u64;
+        assert!(WasmSource::from_file_bounded("/m.wasm", &path, len).is_ok());
+        let err = WasmSource::from_file_bounded("/m.wasm", &path, len - 1).unwrap_err();
+        assert!(
+            matches!(err, Error::PayloadTooLarge { size, .. } if size == len),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("/m.wasm") && msg.contains("payload size bound"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -22,17 +22,10 @@ use crate::os::rootfs;
 
 /// The CRI annotation saying whether a container is the pod sandbox.
 pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
-/// File in the bundle holding the runner's pid.
+/// File in the bundle holding the runner's pid and start time ([`crate::os::pidfile`]).
 pub const RUNNER_PID_FILE: &str = "runner.pid";
 /// File a runner writes into its bundle when its guest ran out of memory.
 pub const OOM_MARKER_FILE: &str = "oom";
-
-/// The runner pid recorded in `bundle`, if any.
-pub fn read_runner_pid(bundle: &Path) -> Option<u32> {
-    std::fs::read_to_string(bundle.join(RUNNER_PID_FILE))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-}
 
 /// What Create asks for.
 #[derive(Debug, Clone)]
@@ -206,6 +199,15 @@ impl Launcher for ShimLauncher {
         // helpful error, and a Linux container's rootfs is mounted here too.
         crate::runner::confine::refuse_user_namespace(&spec)
             .map_err(|e| TaskError::InvalidArgument(format!("container {id}: {e}")))?;
+        // Before anything else is made, for every kind (runc sidecars included).
+        if let Some(path) = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_ref())
+        {
+            crate::os::cgroup::check_path(&path.display().to_string())
+                .map_err(|e| TaskError::InvalidArgument(format!("container {id}: {e}")))?;
+        }
         let rootfs = request.bundle.join("rootfs");
         let mounted = !request.rootfs_mounts.is_empty();
         if mounted {

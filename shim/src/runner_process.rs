@@ -131,8 +131,11 @@ fn spawn(
     })
     .map_err(|e| io_err("starting the container process", e))?;
     drop(cgroup_entry);
-    // Lets the `delete` subcommand find the process if this shim dies.
-    if let Err(e) = std::fs::write(request.bundle.join(RUNNER_PID_FILE), pid.to_string()) {
+    // Lets the `delete` subcommand find the process, and prove it is this one, if this
+    // shim dies (the child is not reaped yet: its pid and start time are stable).
+    let recorded = crate::os::pidfile::RecordedProcess::of(pid)
+        .and_then(|p| p.write(&request.bundle.join(RUNNER_PID_FILE)));
+    if let Err(e) = recorded {
         warn!("container {id}: writing {RUNNER_PID_FILE}: {e}");
     }
     // Our copies of the child's ends must close, or EOF never comes.

@@ -15,7 +15,8 @@ use log::{debug, info, warn};
 use crate::events::{EventSink, RemoteEvents, to_timestamp};
 use crate::launcher::ShimLauncher;
 use crate::lifecycle::Containers;
-use crate::os::{rootfs, signals};
+use crate::os::pidfile::{KillOutcome, RecordedProcess};
+use crate::os::rootfs;
 use crate::service::TaskService;
 
 /// The spec annotation CRI sets on every container of a pod.
@@ -64,6 +65,36 @@ fn restore_default_signals() {
     }
 }
 
+impl WasmpodShim {
+    /// SIGKILLs the runner recorded in `bundle` if it still runs, proven by its start time
+    /// ([`RecordedProcess::kill`]); a pid file that is malformed, names pid 0/1 or a process
+    /// started at another time is refused and nothing is signalled. Returns the pid.
+    fn kill_leftover_runner(&self, bundle: &Path) -> Option<u32> {
+        let path = bundle.join(crate::launcher::RUNNER_PID_FILE);
+        let recorded = match RecordedProcess::read(&path) {
+            Ok(recorded) => recorded?,
+            Err(e) => {
+                warn!("cleaning up {}: not signalling anything: {e}", self.id);
+                return None;
+            }
+        };
+        let pid = recorded.pid;
+        match recorded.kill(libc::SIGKILL) {
+            Ok(KillOutcome::Killed) => info!("killed leftover runner {pid} of {}", self.id),
+            Ok(KillOutcome::Gone) => {}
+            Ok(KillOutcome::NotOurs) => {
+                warn!(
+                    "cleaning up {}: pid {pid} now belongs to another process (start time differs); left alone",
+                    self.id
+                );
+                return None;
+            }
+            Err(e) => warn!("killing leftover runner {pid} of {}: {e}", self.id),
+        }
+        Some(pid)
+    }
+}
+
 impl containerd_shim::Shim for WasmpodShim {
     type T = TaskService;
 
@@ -105,18 +136,12 @@ impl containerd_shim::Shim for WasmpodShim {
             context: "reading the bundle directory".into(),
             err: e,
         })?;
-        let pid = crate::launcher::read_runner_pid(&bundle);
-        if let Some(pid) = pid {
-            match signals::send(pid, libc::SIGKILL as u32) {
-                Ok(true) => info!("killed leftover runner {pid} of {}", self.id),
-                Ok(false) => {}
-                Err(e) => warn!("killing leftover runner {pid} of {}: {e}", self.id),
-            }
-        }
+        let pid = self.kill_leftover_runner(&bundle);
         crate::runc::force_delete(&self.id, &bundle);
         if let Err(e) = rootfs::unmount(&bundle.join("rootfs")) {
             warn!("cleaning up {}: {e}", self.id);
         }
+        // `Cgroup::new` refuses a path that leaves the hierarchy: nothing outside is removed.
         if let Ok(spec) = oci_spec::runtime::Spec::load(bundle.join("config.json"))
             && let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone())
             && let Ok(cgroup) = crate::os::cgroup::Cgroup::new(&path.display().to_string())
@@ -147,6 +172,7 @@ impl containerd_shim::Shim for WasmpodShim {
 
     fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
         crate::logging::init(self.debug);
+        crate::runner::warn_if_cache_off();
         let events: Arc<dyn EventSink> =
             Arc::new(RemoteEvents::new(publisher, self.namespace.clone()));
         let containers = Arc::new(Containers::new(Box::new(ShimLauncher), events));

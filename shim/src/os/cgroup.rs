@@ -9,6 +9,13 @@
 //! The container process is in its cgroup from its first instruction: on v2 it is created
 //! there (`clone3` with `CLONE_INTO_CGROUP`), on v1 it writes `0` to `cgroup.procs` files
 //! opened before the clone ([`Cgroup::open_for_spawn`], [`crate::os::spawn`]).
+//!
+//! `cgroupsPath` is untrusted input (anyone who can create a container chooses it): a path
+//! with a `..` or `.` component, a NUL, a systemd part holding `/` or an empty slice segment,
+//! or one that names a hierarchy root itself is refused before anything is created
+//! ([`CgroupError::Escapes`]), and a directory is only made where the nearest existing
+//! ancestor is on a cgroup filesystem. cgroupfs has no symlinks, so a path made of plain
+//! components below a controller's mount stays below it.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsFd;
@@ -30,6 +37,12 @@ pub enum CgroupError {
     SystemdNotRunning { path: String, pid1: String },
     #[error("cgroupsPath {0:?} is not of the form slice:prefix:name")]
     BadSystemdPath(String),
+    #[error(
+        "cgroupsPath {path:?} is refused: {reason} (it must name a cgroup below the cgroup hierarchy root)"
+    )]
+    Escapes { path: String, reason: &'static str },
+    #[error("cgroup directory {0} is not on a cgroup filesystem; refusing to create it")]
+    NotCgroupFs(PathBuf),
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -87,11 +100,35 @@ impl SpawnEntry {
     }
 }
 
+/// Refuses a `cgroupsPath` that could leave the hierarchy (see the module docs); checks the
+/// text only, so it also guards paths handed to runc and to `delete`.
+pub fn check_path(cgroups_path: &str) -> Result<(), CgroupError> {
+    let refuse = |reason| CgroupError::Escapes {
+        path: cgroups_path.to_owned(),
+        reason,
+    };
+    if cgroups_path.contains('\0') {
+        return Err(refuse("it holds a NUL byte"));
+    }
+    if cgroups_path.contains(':') {
+        return check_systemd_parts(cgroups_path).map_err(refuse);
+    }
+    let mut components = cgroups_path.split('/').filter(|c| !c.is_empty()).peekable();
+    if components.peek().is_none() {
+        return Err(refuse("it names the hierarchy root itself"));
+    }
+    if components.any(|c| c == ".." || c == ".") {
+        return Err(refuse("it has a `..` or `.` component"));
+    }
+    Ok(())
+}
+
 /// Turns a spec `cgroupsPath` into a path below the hierarchy roots.
 pub fn resolve_path(cgroups_path: &str) -> Result<String, CgroupError> {
+    check_path(cgroups_path)?;
     if !cgroups_path.contains(':') {
-        let trimmed = cgroups_path.trim_start_matches('/');
-        return Ok(format!("/{trimmed}"));
+        let components: Vec<&str> = cgroups_path.split('/').filter(|c| !c.is_empty()).collect();
+        return Ok(format!("/{}", components.join("/")));
     }
     let pid1 = std::fs::read_to_string("/proc/1/comm")
         .unwrap_or_default()
@@ -115,8 +152,52 @@ pub fn resolve_path(cgroups_path: &str) -> Result<String, CgroupError> {
     Ok(format!("{}/{prefix}-{name}.scope", expand_slice(slice)))
 }
 
+/// The parts of `slice:prefix:name` must be single path components; the slice's
+/// `-`-separated segments must not be empty (systemd and runc refuse those too).
+fn check_systemd_parts(cgroups_path: &str) -> Result<(), &'static str> {
+    let mut parts = cgroups_path.splitn(3, ':');
+    let (slice, prefix, name) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    for part in [slice, prefix, name] {
+        if part.contains('/') {
+            return Err("a systemd slice, prefix or name holds a `/`");
+        }
+        if part == "." || part == ".." {
+            return Err("a systemd slice, prefix or name is `.` or `..`");
+        }
+    }
+    if name.is_empty() {
+        return Err("the systemd unit name is empty");
+    }
+    if slice.is_empty() || slice == "-.slice" {
+        return Ok(());
+    }
+    let Some(stem) = slice.strip_suffix(".slice") else {
+        return Err("the systemd slice does not end in `.slice`");
+    };
+    if stem.split('-').any(str::is_empty) {
+        return Err("the systemd slice has an empty `-` segment");
+    }
+    Ok(())
+}
+
+/// True when `path` is on a cgroup (v1 or v2) filesystem.
+fn on_cgroup_fs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|fs| {
+        let kind = fs.filesystem_type();
+        kind == nix::sys::statfs::CGROUP_SUPER_MAGIC
+            || kind == nix::sys::statfs::CGROUP2_SUPER_MAGIC
+    })
+}
+
 /// `a-b-c.slice` → `/a.slice/a-b.slice/a-b-c.slice` (systemd's slice nesting).
 fn expand_slice(slice: &str) -> String {
+    if slice == "-.slice" {
+        return String::new(); // systemd's root slice
+    }
     let stem = slice.trim_end_matches(".slice");
     let mut path = String::new();
     let mut prefix = String::new();
@@ -151,6 +232,13 @@ impl Cgroup {
 
     /// Makes the directories and applies `resources`.
     pub fn create(&self, resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
+        // Every directory is checked before any is made, so a refusal creates nothing.
+        for dir in &self.dirs {
+            let existing = dir.ancestors().find(|a| a.exists()).unwrap_or(dir);
+            if !on_cgroup_fs(existing) {
+                return Err(CgroupError::NotCgroupFs(dir.clone()));
+            }
+        }
         for dir in &self.dirs {
             std::fs::create_dir_all(dir).map_err(io("creating cgroup", dir))?;
         }
@@ -332,6 +420,56 @@ mod tests {
             "/kubepods/pod1/c1"
         );
         assert_eq!(resolve_path("default/c1").unwrap(), "/default/c1");
+    }
+
+    #[test]
+    fn escaping_paths_are_refused() {
+        for path in [
+            "../../../../tmp/x",
+            "/kubepods/../../tmp/x",
+            "a/./b",
+            "a/..",
+            "..",
+            "",
+            "/",
+            "//",
+            "a\0b",
+            "kubepods.slice:cri:../../x",
+            "kubepods.slice:..:x",
+            "../x.slice:cri:x",
+            "kube/pods.slice:cri:x",
+            "kubepods--x.slice:cri:x",
+            "-x.slice:cri:x",
+            "kubepods:cri:x",
+            "kubepods.slice:cri:",
+            "..:cri:x",
+        ] {
+            let err = resolve_path(path).unwrap_err();
+            assert!(
+                matches!(err, CgroupError::Escapes { .. }),
+                "{path:?}: {err}"
+            );
+            assert!(err.to_string().contains("refused"), "{err}");
+            assert!(Cgroup::new(path).is_err(), "{path:?}");
+        }
+        // Odd but contained names are fine.
+        assert_eq!(resolve_path("a/..b/c..").unwrap(), "/a/..b/c..");
+        assert_eq!(resolve_path("//a//b/").unwrap(), "/a/b");
+    }
+
+    #[test]
+    fn only_cgroup_filesystems_get_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!on_cgroup_fs(dir.path()));
+        let cgroup = Cgroup {
+            v2: true,
+            dirs: vec![dir.path().join("a/b")],
+        };
+        assert!(matches!(
+            cgroup.create(None),
+            Err(CgroupError::NotCgroupFs(_))
+        ));
+        assert!(!dir.path().join("a").exists());
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod exec;
 pub mod fd;
 pub mod limits;
 pub mod namespaces;
+pub mod pidfile;
 pub mod proc_stats;
 pub mod rootfs;
 pub mod seccomp;

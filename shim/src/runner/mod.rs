@@ -21,7 +21,8 @@ use oci_spec::runtime::Spec;
 use wasmpod_runtime_core::cache::{self, ModuleCache};
 use wasmpod_runtime_core::locate::resolve_entrypoint;
 use wasmpod_runtime_core::{
-    EngineSettings, ExitStatus, HttpConfig, Prepared, Runtime, WasiConfig, WasmSource,
+    EngineSettings, ExitStatus, HttpConfig, PrepareBounds, Prepared, Runtime, WasiConfig,
+    WasmSource,
 };
 
 use crate::launcher::OOM_MARKER_FILE;
@@ -137,21 +138,33 @@ fn prepare(request: &RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer
     let args0 = guest.args.first().map(String::as_str).unwrap_or_default();
     let entrypoint = resolve_entrypoint(&request.rootfs, args0, &guest.cwd, guest.path_env())
         .map_err(|e| e.to_string())?;
-    let source = WasmSource::from_file(&entrypoint.guest_path, &entrypoint.host_path)
-        .map_err(|e| e.to_string())?;
-    laps.timing.locate_us = laps.lap();
     let annotations = spec.annotations().clone().unwrap_or_default();
+    let bounds = PrepareBounds::from_settings(
+        |key| std::env::var(key).ok(),
+        |key| annotations.get(key).map(String::as_str),
+    )
+    .map_err(|e| e.to_string())?;
+    let source = WasmSource::from_file_bounded(
+        &entrypoint.guest_path,
+        &entrypoint.host_path,
+        bounds.max_payload_bytes,
+    )
+    .map_err(|e| e.to_string())?;
+    laps.timing.locate_us = laps.lap();
     let http =
         HttpConfig::from_settings(|key| annotations.get(key).map(String::as_str), &guest.env)
             .map_err(|e| e.to_string())?;
     let settings = EngineSettings::for_source(&source, guest.memory_limit, &http);
-    let runtime = Runtime::new(&settings).map_err(|e| e.to_string())?;
+    let runtime = Runtime::new(&settings)
+        .map_err(|e| e.to_string())?
+        .with_compile_timeout(bounds.compile_timeout);
     laps.timing.engine_us = laps.lap();
     let runtime = match open_cache() {
         Some(cache) => runtime.with_cache(cache),
         None => runtime,
     };
-    let mut prepared = on_joined_pool(|| runtime.prepare(&source))
+    let mut prepared = runtime
+        .prepare(&source)
         .map_err(|e| e.to_string())?
         .with_http(http);
     // In the pod's network namespace already: a port in use fails Create, with its reason.
@@ -195,35 +208,28 @@ fn prepare(request: &RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer
     })
 }
 
-/// Runs `f` (a compile) with wasmtime's parallel compilation on a rayon pool of its own
-/// whose threads are joined before this returns: rayon's global pool would keep its
-/// threads, with every capability the runner had, beside the confined guest.
-fn on_joined_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    let mut f = Some(f);
-    let pooled = rayon::ThreadPoolBuilder::new()
-        .thread_name(|i| format!("compile-{i}"))
-        .build_scoped(
-            |thread| thread.run(),
-            |pool| pool.install(|| f.take().map(|f| f())),
-        );
-    match pooled {
-        Ok(Some(result)) => result,
-        // No pool (threads refused): compile here; a thread left behind fails
-        // confinement loudly rather than staying privileged.
-        _ => (f.take().expect("not run when the pool failed"))(),
-    }
-}
-
-/// The node's compiled-module cache: `$WASMPOD_CACHE_DIR`, else
-/// [`cache::DEFAULT_CACHE_DIR`]; `WASMPOD_CACHE_DIR=off` compiles on every start. A cache
-/// that cannot be opened is not an error: the payload is compiled in memory instead.
-fn open_cache() -> Option<ModuleCache> {
+/// The node's compiled-module cache directory: `$WASMPOD_CACHE_DIR`, else
+/// [`cache::DEFAULT_CACHE_DIR`]; `None` for `WASMPOD_CACHE_DIR=off` (compile on every start).
+fn cache_dir() -> Option<String> {
     let dir =
         std::env::var("WASMPOD_CACHE_DIR").unwrap_or_else(|_| cache::DEFAULT_CACHE_DIR.to_owned());
-    if dir == "off" {
-        return None;
+    (dir != "off").then_some(dir)
+}
+
+/// The node's compiled-module cache. A cache that cannot be opened, or is not private to
+/// root, is not an error: it is off and the payload is compiled in memory instead (the shim
+/// daemon said why once, [`warn_if_cache_off`]; a runner has no log).
+fn open_cache() -> Option<ModuleCache> {
+    ModuleCache::open(cache_dir()?, cache::DEFAULT_MAX_BYTES).ok()
+}
+
+/// Logs, once per shim daemon, why the runners it starts will run without the cache.
+pub fn warn_if_cache_off() {
+    if let Some(dir) = cache_dir()
+        && let Err(e) = ModuleCache::open(&dir, cache::DEFAULT_MAX_BYTES)
+    {
+        log::warn!("compile cache off, modules are compiled in memory on every start: {e}");
     }
-    ModuleCache::open(&dir, cache::DEFAULT_MAX_BYTES).ok()
 }
 
 fn run(container: PreparedContainer, interrupts: &signals::Interrupts) -> i32 {
