@@ -4,6 +4,7 @@
 pub mod cgroup;
 pub mod exec;
 pub mod fd;
+pub mod mountns;
 pub mod namespaces;
 pub mod proc_stats;
 pub mod rootfs;

@@ -7,6 +7,7 @@
 //! a host call is ended after [`signals::BLOCKED_GUEST_GRACE`]. SIGKILL is the kernel's.
 
 pub mod pause;
+mod rootview;
 mod signals;
 mod spec;
 mod user;
@@ -42,8 +43,6 @@ struct PreparedContainer {
     stderr: Option<File>,
     /// `<bundle>/oom`, made empty while still root; a byte written means out of memory.
     oom_marker: File,
-    /// The preopens' directories, when they were opened before a user switch.
-    _pinned_dirs: Option<user::PinnedDirs>,
 }
 
 /// Runs the runner role; returns the process exit code.
@@ -158,21 +157,18 @@ fn prepare(request: &RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer
     let oom_marker_path = request.bundle.join(OOM_MARKER_FILE);
     let oom_marker = File::create(&oom_marker_path)
         .map_err(|e| format!("creating {}: {e}", oom_marker_path.display()))?;
-    let mut preopens = guest.preopens;
-    let pinned_dirs = match &guest.user {
-        Some(user) => {
-            let as_user = |e: std::io::Error| {
-                format!(
-                    "running as uid {} gid {} (process.user): {e}",
-                    user.uid, user.gid
-                )
-            };
-            let pinned = user::pin_preopens(&mut preopens).map_err(as_user)?;
-            user::switch(user).map_err(as_user)?;
-            Some(pinned)
-        }
-        None => None,
-    };
+    // The last step with the host's view: from here on only the guest's directories and
+    // the pod's DNS files are reachable.
+    let preopens = rootview::enter(&guest.mounts, &request.bundle).map_err(|e| e.to_string())?;
+    laps.timing.root_us = laps.lap();
+    if let Some(user) = &guest.user {
+        user::switch(user).map_err(|e| {
+            format!(
+                "running as uid {} gid {} (process.user): {e}",
+                user.uid, user.gid
+            )
+        })?;
+    }
 
     let config = WasiConfig {
         args: guest.args,
@@ -191,7 +187,6 @@ fn prepare(request: &RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer
         config,
         stderr: stderr_for_traps,
         oom_marker,
-        _pinned_dirs: pinned_dirs,
     })
 }
 

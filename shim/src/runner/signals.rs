@@ -6,6 +6,10 @@
 //! guest through wasmtime's epoch and, should the guest sit in a blocking host call, ends
 //! the process after a short grace. A wasi:http server drains on the first signal (it
 //! stops accepting and finishes in-flight requests) and is stopped by the second.
+//!
+//! The runner is often PID 1 of its container's PID namespace: processes orphaned there
+//! are handed to it, so the same thread reaps on SIGCHLD (a guest has no process API, so
+//! the runner never waits for a child of its own).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,11 +54,22 @@ impl Interrupts {
 
 extern "C" fn ignore(_: libc::c_int) {}
 
+/// Collects every exited child (orphans handed to a PID-namespace init).
+pub fn reap_children() {
+    loop {
+        // SAFETY: waitpid with a null status pointer only reaps.
+        let pid = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+        if pid <= 0 {
+            return;
+        }
+    }
+}
+
 /// Installs the handlers and starts the signal thread. Call before any other thread exists.
 pub fn install() -> Interrupts {
     let interrupts = Interrupts::default();
     let mut set = SigSet::empty();
-    for sig in TERMINATING {
+    for sig in TERMINATING.into_iter().chain([Signal::SIGCHLD]) {
         set.add(sig);
         // SAFETY: the handler does nothing, so it is async-signal-safe.
         let _ = unsafe { signal(sig, SigHandler::Handler(ignore)) };
@@ -66,6 +81,10 @@ pub fn install() -> Interrupts {
         .spawn(move || {
             loop {
                 let Ok(sig) = set.wait() else { continue };
+                if sig == Signal::SIGCHLD {
+                    reap_children();
+                    continue;
+                }
                 let attached = target.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 let Some(Target {
                     interrupter,
