@@ -68,7 +68,10 @@ fn guest_cannot_read_host_files(n: &Node, version: ContainerdVersion) {
     for (abi, wasm) in [("p1", p1::READ_PATHS), ("p2", p2::READ_PATHS)] {
         let image = n.wasm_image(&format!("read-paths-{abi}"), wasm);
         for user in [None, Some(1000)] {
-            let name = format!("read-{abi}-{}", user.map_or("root".into(), |u| u.to_string()));
+            let name = format!(
+                "read-{abi}-{}",
+                user.map_or("root".into(), |u| u.to_string())
+            );
             let mut config = ContainerConfig::new(&name, &image)
                 .args(args.iter().copied())
                 .mount(&volume, "/data", true);
@@ -147,7 +150,10 @@ fn runner_has_a_private_root(n: &Node, version: ContainerdVersion) {
             Some((fields[4].to_owned(), fields.get(dash + 1)?.to_string()))
         })
         .collect();
-    let root_fs = mounts.iter().find(|(point, _)| point == "/").map(|(_, fs)| fs);
+    let root_fs = mounts
+        .iter()
+        .find(|(point, _)| point == "/")
+        .map(|(_, fs)| fs);
     assert_eq!(
         root_fs.map(String::as_str),
         Some("tmpfs"),
@@ -220,7 +226,11 @@ fn name_lookup_uses_the_pods_hosts_file(n: &Node, version: ContainerdVersion) {
     // A name server nobody answers in the loopback-only pod network: lookups of other
     // names fail at once.
     let resolv = etc.join("resolv.conf");
-    std::fs::write(&resolv, "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n").unwrap();
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+    )
+    .unwrap();
     for file in [&hosts, &resolv] {
         std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
     }
@@ -306,7 +316,11 @@ fn ns_pids(pid: u32) -> Vec<u32> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("NSpid:"))
-        .map(|l| l.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 

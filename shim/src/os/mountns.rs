@@ -41,9 +41,8 @@ pub struct Attrs(u64);
 impl Attrs {
     pub const READ_ONLY: Attrs = Attrs(libc::MOUNT_ATTR_RDONLY);
     /// `nosuid`, `nodev`, `noexec`: nothing a guest reaches is a program or a device.
-    pub const INERT: Attrs = Attrs(
-        libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC,
-    );
+    pub const INERT: Attrs =
+        Attrs(libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC);
 
     pub fn with(self, other: Attrs) -> Attrs {
         Attrs(self.0 | other.0)
@@ -135,7 +134,8 @@ pub fn pin(path: &Path, last: Last) -> std::io::Result<Pinned> {
 /// the descriptor is its root directory.
 pub fn new_tmpfs(size: &str) -> std::io::Result<OwnedFd> {
     // SAFETY: a static NUL-terminated filesystem name.
-    let fs = owned(unsafe { libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), libc::FSOPEN_CLOEXEC) })?;
+    let fs =
+        owned(unsafe { libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), libc::FSOPEN_CLOEXEC) })?;
     let size = CString::new(size).map_err(|_| std::io::Error::other("size holds a NUL byte"))?;
     for (key, value) in [(c"mode", c"0755"), (c"size", size.as_c_str())] {
         // SAFETY: NUL-terminated key and value for FSCONFIG_SET_STRING on our fs context.

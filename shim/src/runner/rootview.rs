@@ -70,10 +70,7 @@ pub enum RootViewError {
         error: std::io::Error,
     },
     #[error("building the container's private root: {step}: {error}")]
-    Build {
-        step: String,
-        error: std::io::Error,
-    },
+    Build { step: String, error: std::io::Error },
 }
 
 /// A directory the guest gets, opened.
@@ -198,12 +195,8 @@ impl PinnedMounts {
             });
         }
         mountns::make_dir(root.as_fd(), c"etc").map_err(build("creating /etc"))?;
-        mountns::write_file(
-            root.as_fd(),
-            c"etc/nsswitch.conf",
-            NSSWITCH_CONF.as_bytes(),
-        )
-        .map_err(build("writing /etc/nsswitch.conf"))?;
+        mountns::write_file(root.as_fd(), c"etc/nsswitch.conf", NSSWITCH_CONF.as_bytes())
+            .map_err(build("writing /etc/nsswitch.conf"))?;
         for dest in DNS_FILES {
             let name = CString::new(&dest[1..]).expect("no NUL");
             let step = format!("placing {dest}");
@@ -305,7 +298,10 @@ mod tests {
         let dns: Vec<&str> = pinned.dns.iter().map(|(d, _)| *d).collect();
         assert_eq!(dns, ["/etc/resolv.conf"]);
         let err = PinnedMounts::open(&[bind(&file, "/", false)]).unwrap_err();
-        assert!(matches!(err, RootViewError::RootNotDirectory { .. }), "{err}");
+        assert!(
+            matches!(err, RootViewError::RootNotDirectory { .. }),
+            "{err}"
+        );
     }
 
     /// Runs `f` on a thread of its own in a new mount namespace whose mounts are slaves (as
@@ -379,8 +375,20 @@ mod tests {
                 read(host_file.to_str().unwrap()),
             )
         });
-        let (preopens, top, app, data, ro_write, rw_write, root_write, hosts, resolv, nss, proc, secret) =
-            seen;
+        let (
+            preopens,
+            top,
+            app,
+            data,
+            ro_write,
+            rw_write,
+            root_write,
+            hosts,
+            resolv,
+            nss,
+            proc,
+            secret,
+        ) = seen;
         let view: Vec<(&str, &str, bool)> = preopens
             .iter()
             .map(|p| {
@@ -407,7 +415,10 @@ mod tests {
         assert!(!proc, "a /proc in the private root");
         assert_eq!(secret, Err(ErrorKind::NotFound), "a host file");
         // Nothing of it reached the host.
-        assert!(rootfs.join("new").exists(), "the rootfs write is on the host");
+        assert!(
+            rootfs.join("new").exists(),
+            "the rootfs write is on the host"
+        );
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(
             !mountinfo.contains(host.path().to_str().unwrap()),

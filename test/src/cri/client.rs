@@ -355,5 +355,8 @@ impl CriClient {
 /// The `pid` of the JSON containerd puts under `info` in a verbose status.
 fn info_pid(info: &std::collections::HashMap<String, String>) -> Option<u32> {
     let json: serde_json::Value = serde_json::from_str(info.get("info")?).ok()?;
-    json.get("pid")?.as_u64().map(|pid| pid as u32).filter(|pid| *pid > 0)
+    json.get("pid")?
+        .as_u64()
+        .map(|pid| pid as u32)
+        .filter(|pid| *pid > 0)
 }
