@@ -7,6 +7,8 @@
 //! the loopback-only test network, nothing left behind after each pod) and needs the same:
 //! root, containerd, runc, busybox-static, containernetworking-plugins and the built shim.
 
+// Shared with the CRI suite, which uses steps this one does not.
+#[allow(dead_code)]
 #[path = "cri/node.rs"]
 mod node;
 
