@@ -59,6 +59,9 @@ pub struct PrepareTiming {
     pub engine_us: u64,
     /// Compile-cache lookup, loading (or compiling) and linking the payload.
     pub load_us: u64,
+    /// Opening the mount sources and pivoting into the private root.
+    #[serde(default)]
+    pub root_us: u64,
 
     /// From the runner's `main` to ready (the sum of the above and the rest).
     pub total_us: u64,
@@ -69,12 +72,13 @@ impl std::fmt::Display for PrepareTiming {
         let ms = |us: u64| us as f64 / 1000.0;
         write!(
             f,
-            "spec {:.2}ms, stdio {:.2}ms, locate {:.2}ms, engine {:.2}ms, load {:.2}ms",
+            "spec {:.2}ms, stdio {:.2}ms, locate {:.2}ms, engine {:.2}ms, load {:.2}ms, root {:.2}ms",
             ms(self.spec_us),
             ms(self.stdio_us),
             ms(self.locate_us),
             ms(self.engine_us),
-            ms(self.load_us)
+            ms(self.load_us),
+            ms(self.root_us)
         )
     }
 }

@@ -8,6 +8,12 @@
 //! spawn on this machine, on v1 and v2 alike; `clone3(CLONE_INTO_CGROUP)` creates the child
 //! inside its v2 cgroup with no move at all (3.1 ms, the same as a spawn with no cgroup).
 //! The child also sets `no_new_privs` before it executes anything.
+//!
+//! The mount and PID namespaces are made by `clone3` itself
+//! ([`OpenNamespaces::clone_flags`]), so every thread the process will ever have shares
+//! them; a PID namespace to join (a pod's shared one) is joined first by a short-lived thread
+//! that then makes the clone, since `setns(CLONE_NEWPID)` only places the caller's children.
+//! The pid returned is the host's, whatever namespace the child is PID 1 of.
 //! Figures: `python3 bench/spawn-paths.py` (run by `make bench`). On cgroup v1, or a kernel
 //! older than 5.7, the child still writes `0` to each `cgroup.procs`.
 
@@ -131,28 +137,22 @@ pub fn spawn(request: &SpawnRequest) -> std::io::Result<u32> {
         fds: &moves,
     };
 
-    let pid = match &request.cgroup {
-        CgroupJoin::CloneInto { dir, procs } => match clone_into(dir.as_raw_fd()) {
-            Ok(0) => child.run(&[]),
-            Ok(pid) => pid,
-            // Kernels before 5.3 (no clone3) or 5.7 (no CLONE_INTO_CGROUP: E2BIG or
-            // EINVAL), and seccomp profiles that refuse clone3 (EPERM): fork and write
-            // `cgroup.procs`, which surfaces a real permission problem on its own.
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EPERM)
-                ) =>
-            {
-                fork(&child, &[procs.as_raw_fd()])?
-            }
-            Err(e) => return Err(e),
-        },
-        CgroupJoin::WriteProcs(files) => {
-            let procs: Vec<RawFd> = files.iter().map(AsRawFd::as_raw_fd).collect();
-            fork(&child, &procs)?
-        }
-        CgroupJoin::None => fork(&child, &[])?,
+    let pid = match request.namespaces.pid_to_join() {
+        None => clone_child(&child, &request.cgroup)?,
+        // setns(CLONE_NEWPID) places only the caller's later children, and for good: done
+        // on a thread that lives just for this clone, so no other thread of the shim is
+        // affected.
+        Some(pid_ns) => std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    nix::sched::setns(pid_ns, nix::sched::CloneFlags::CLONE_NEWPID).map_err(
+                        |e| std::io::Error::other(format!("joining the PID namespace: {e}")),
+                    )?;
+                    clone_child(&child, &request.cgroup)
+                })
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("spawn thread panicked")))
+        })?,
     };
     drop(error_w);
     drop(sources);
@@ -182,13 +182,68 @@ pub fn spawn(request: &SpawnRequest) -> std::io::Result<u32> {
     ))
 }
 
-fn clone_into(cgroup_dir: RawFd) -> std::io::Result<libc::pid_t> {
+/// Clones the child (which runs `child` and never returns here) into its cgroup and
+/// namespaces; returns its pid.
+fn clone_child(child: &ChildSteps, cgroup: &CgroupJoin) -> std::io::Result<libc::pid_t> {
+    let flags = child.namespaces.clone_flags();
+    match cgroup {
+        CgroupJoin::CloneInto { dir, procs } => {
+            match clone3(flags | CLONE_INTO_CGROUP, dir.as_raw_fd()) {
+                Ok(0) => child.run(&[], true),
+                Ok(pid) => Ok(pid),
+                // Kernels before 5.7 (no CLONE_INTO_CGROUP: E2BIG or EINVAL), and seccomp
+                // profiles that refuse clone3 (EPERM, or ENOSYS): clone without the cgroup
+                // and write `cgroup.procs`, which surfaces a real permission problem on its
+                // own.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EPERM)
+                    ) =>
+                {
+                    clone_without_cgroup(child, &[procs.as_raw_fd()], flags)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        CgroupJoin::WriteProcs(files) => {
+            let procs: Vec<RawFd> = files.iter().map(AsRawFd::as_raw_fd).collect();
+            clone_without_cgroup(child, &procs, flags)
+        }
+        CgroupJoin::None => clone_without_cgroup(child, &[], flags),
+    }
+}
+
+/// `clone3` with `flags` and no cgroup (the child writes `procs`); a plain `fork` where
+/// clone3 is missing or refused, unless a new PID namespace is asked for (only a clone
+/// flag makes the child itself PID 1).
+fn clone_without_cgroup(
+    child: &ChildSteps,
+    procs: &[RawFd],
+    flags: u64,
+) -> std::io::Result<libc::pid_t> {
+    match clone3(flags, -1) {
+        Ok(0) => child.run(procs, true),
+        Ok(pid) => Ok(pid),
+        Err(e)
+            if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM))
+                && flags & libc::CLONE_NEWPID as u64 == 0 =>
+        {
+            fork(child, procs)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `clone3` without `CLONE_VM`: a fork with namespace flags and, when `cgroup_dir` is a
+/// descriptor (flags holding `CLONE_INTO_CGROUP`), created inside that cgroup.
+fn clone3(flags: u64, cgroup_dir: RawFd) -> std::io::Result<libc::pid_t> {
     let args = CloneArgs {
         // The child starts with default signal handlers: the shim's (signal-hook's) must
         // not run in it before exec.
-        flags: CLONE_INTO_CGROUP | CLONE_CLEAR_SIGHAND,
+        flags: flags | CLONE_CLEAR_SIGHAND,
         exit_signal: libc::SIGCHLD as u64,
-        cgroup: cgroup_dir as u64,
+        cgroup: cgroup_dir.max(0) as u64,
         ..CloneArgs::default()
     };
     // SAFETY: clone3 without CLONE_VM gives the child a copy of this address space, like
@@ -210,7 +265,7 @@ fn fork(child: &ChildSteps, procs: &[RawFd]) -> std::io::Result<libc::pid_t> {
     // SAFETY: as for clone3: the child only runs `ChildSteps::run`.
     match unsafe { libc::fork() } {
         -1 => Err(std::io::Error::last_os_error()),
-        0 => child.run(procs),
+        0 => child.run(procs, false),
         pid => Ok(pid),
     }
 }
@@ -267,10 +322,15 @@ struct ChildSteps<'a> {
     fds: &'a [(RawFd, RawFd)],
 }
 
+// SAFETY: the raw pointers in `argv` point into `CString`s of the `spawn` call that made
+// this value and outlives every thread that sees it; they are only read.
+unsafe impl Sync for ChildSteps<'_> {}
+
 impl ChildSteps<'_> {
-    /// Runs in the child; never returns.
-    fn run(&self, procs: &[RawFd]) -> ! {
-        let (step, errno) = match self.steps(procs) {
+    /// Runs in the child; never returns. `cloned`: made by clone3 with the namespaces'
+    /// clone flags (not a plain fork).
+    fn run(&self, procs: &[RawFd], cloned: bool) -> ! {
+        let (step, errno) = match self.steps(procs, cloned) {
             Err((step, errno)) => (step, errno),
             Ok(()) => (Step::Exec, errno()),
         };
@@ -286,7 +346,7 @@ impl ChildSteps<'_> {
     }
 
     /// Returns only on failure (after a failed `execve` with `Ok`).
-    fn steps(&self, procs: &[RawFd]) -> Result<(), (Step, i32)> {
+    fn steps(&self, procs: &[RawFd], cloned: bool) -> Result<(), (Step, i32)> {
         let check =
             |step: Step, rc: libc::c_int| if rc < 0 { Err((step, errno())) } else { Ok(()) };
         // SAFETY: plain syscalls on values prepared before the clone.
@@ -311,7 +371,7 @@ impl ChildSteps<'_> {
                     return Err((Step::Cgroup, errno()));
                 }
             }
-            if let Err(e) = self.namespaces.enter() {
+            if let Err(e) = self.namespaces.enter(cloned) {
                 return Err((Step::Namespaces, e.raw_os_error().unwrap_or(libc::EINVAL)));
             }
             for stdio in 0..3 {
@@ -450,6 +510,67 @@ mod tests {
         a_r.read_to_string(&mut a).unwrap();
         b_r.read_to_string(&mut b).unwrap();
         assert_eq!((a.as_str(), b.as_str()), ("a\n", "b\n"));
+    }
+
+    fn ns_pids(pid: u32) -> Vec<u32> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .map(|l| l.split_whitespace().map(|p| p.parse().unwrap()).collect())
+            .unwrap()
+    }
+
+    fn kill_and_reap(pid: u32) {
+        // SAFETY: our own child.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+            libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+        }
+    }
+
+    /// Needs root (makes namespaces); run by `make test` as root.
+    #[test]
+    fn a_new_pid_namespace_makes_the_process_its_init_and_a_path_is_joined() {
+        use oci_spec::runtime::LinuxNamespaceType;
+        assert!(
+            nix::unistd::Uid::effective().is_root(),
+            "needs root (makes namespaces); run via `make test` as root"
+        );
+        let args = [OsStr::new("sleep"), OsStr::new("5")];
+        let create = NamespacePlan {
+            create: vec![LinuxNamespaceType::Pid, LinuxNamespaceType::Mount],
+            ..Default::default()
+        }
+        .open()
+        .unwrap();
+        let init = spawn(&request(&args, &create, CgroupJoin::None)).unwrap();
+        let join = NamespacePlan {
+            join: vec![(
+                LinuxNamespaceType::Pid,
+                format!("/proc/{init}/ns/pid").into(),
+            )],
+            ..Default::default()
+        }
+        .open()
+        .unwrap();
+        let member = spawn(&request(&args, &join, CgroupJoin::None)).unwrap();
+        let link = |pid: u32, ns: &str| std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok();
+        let seen = (
+            ns_pids(init),
+            ns_pids(member),
+            link(init, "pid") == link(member, "pid"),
+            link(init, "mnt") != link(std::process::id(), "mnt"),
+            link(member, "mnt") == link(std::process::id(), "mnt"),
+        );
+        kill_and_reap(member);
+        kill_and_reap(init);
+        let (init_pids, member_pids, same_pid_ns, own_mnt, host_mnt) = seen;
+        assert_eq!(init_pids, [init, 1]);
+        assert_eq!(member_pids, [member, 2]);
+        assert!(same_pid_ns, "the joined PID namespace");
+        assert!(own_mnt, "a mount namespace of its own");
+        assert!(host_mnt, "no mount namespace was asked for");
     }
 
     #[test]

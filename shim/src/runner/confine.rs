@@ -1,7 +1,8 @@
 //! Confining a container process once its privileged preparation is done: after this the
 //! runner (or the pause process) holds nothing a runc container process would not.
 //!
-//! [`confine`] takes everything from the spec and applies it in the one order that works:
+//! [`begin`] and [`Confinement::finish`] take everything from the spec and apply it in the
+//! one order that works (the runner leaves the host's filesystem between the two):
 //! 1. the calling thread must be the only one ([`threads::require_single`]): capabilities
 //!    are per thread, and threads made later inherit what this one holds;
 //! 2. `process.oomScoreAdj` and `process.rlimits` (plus a bounded `RLIMIT_NOFILE` when the
@@ -35,11 +36,21 @@ pub enum ConfineError {
     Seccomp(#[from] seccomp::SeccompError),
 }
 
-/// Applies the spec's limits, user, capabilities and seccomp profile, and wasmpod's
-/// allowlist for `role`, to this process for good. Call it last in preparation, on the
-/// process's only thread.
-pub fn confine(spec: &Spec, role: Role) -> Result<(), ConfineError> {
-    // Everything that can fail on the spec's content is read before anything changes.
+/// What [`begin`] read from the spec and [`Confinement::finish`] applies.
+pub struct Confinement {
+    user: User,
+    sets: CapSets,
+    own: libseccomp::ScmpFilterContext,
+    quiet: Option<libseccomp::ScmpFilterContext>,
+    from_spec: Option<libseccomp::ScmpFilterContext>,
+}
+
+/// The first half, while the process still sees the host's `/proc`: reads and checks
+/// everything from the spec (nothing changes if any of it is wrong), requires the calling
+/// thread to be the only one, and applies `process.oomScoreAdj` and `process.rlimits`.
+/// The runner then leaves the host's filesystem (which needs its capabilities) and calls
+/// [`Confinement::finish`]; no thread may be made in between.
+pub fn begin(spec: &Spec, role: Role) -> Result<Confinement, ConfineError> {
     let rlimits = limits::rlimits_from_spec(spec)?;
     let oom_score_adj = limits::oom_score_adj_from_spec(spec)?;
     let user = User::from_spec(spec);
@@ -61,15 +72,30 @@ pub fn confine(spec: &Spec, role: Role) -> Result<(), ConfineError> {
         limits::set_oom_score_adj(value)?;
     }
     limits::apply_rlimits(&rlimits)?;
-    caps::become_user(&user, &sets)?;
-    seccomp::load(own, "wasmpod's seccomp allowlist")?;
-    if let Some(quiet) = quiet {
-        seccomp::load(quiet, "wasmpod's clone3 filter")?;
+    Ok(Confinement {
+        user,
+        sets,
+        own,
+        quiet,
+        from_spec,
+    })
+}
+
+impl Confinement {
+    /// The second half, for good: `process.user`, the capability sets, then wasmpod's
+    /// seccomp allowlist (and, for a runner, its unlogged clone3 filter) and the spec's
+    /// `linux.seccomp`, all synchronised to every thread.
+    pub fn finish(self) -> Result<(), ConfineError> {
+        caps::become_user(&self.user, &self.sets)?;
+        seccomp::load(self.own, "wasmpod's seccomp allowlist")?;
+        if let Some(quiet) = self.quiet {
+            seccomp::load(quiet, "wasmpod's clone3 filter")?;
+        }
+        if let Some(filter) = self.from_spec {
+            seccomp::load(filter, "the seccomp profile of linux.seccomp")?;
+        }
+        Ok(())
     }
-    if let Some(filter) = from_spec {
-        seccomp::load(filter, "the seccomp profile of linux.seccomp")?;
-    }
-    Ok(())
 }
 
 /// Fails when the spec asks for a user namespace (`linux.uidMappings`/`gidMappings`, or a

@@ -8,9 +8,9 @@
 
 pub(crate) mod confine;
 pub mod pause;
+mod rootview;
 mod signals;
 mod spec;
-mod user;
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -44,8 +44,6 @@ struct PreparedContainer {
     stderr: Option<File>,
     /// `<bundle>/oom`, made empty while still root; a byte written means out of memory.
     oom_marker: File,
-    /// The preopens' directories, when they were opened before a user switch.
-    _pinned_dirs: Option<user::PinnedDirs>,
 }
 
 /// Runs the runner role; returns the process exit code.
@@ -175,17 +173,13 @@ fn prepare(request: &RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer
     let oom_marker_path = request.bundle.join(OOM_MARKER_FILE);
     let oom_marker = File::create(&oom_marker_path)
         .map_err(|e| format!("creating {}: {e}", oom_marker_path.display()))?;
-    let mut preopens = guest.preopens;
-    let pinned_dirs = match &guest.user {
-        Some(user) => Some(user::pin_preopens(&mut preopens).map_err(|e| {
-            format!(
-                "running as uid {} gid {} (process.user): {e}",
-                user.uid, user.gid
-            )
-        })?),
-        None => None,
-    };
-    confine::confine(&spec, confine::Role::Runner).map_err(|e| e.to_string())?;
+    // Checked and limited while the host's /proc is still there; then the last step with
+    // the host's view: from there on only the guest's directories and the pod's DNS files
+    // are reachable; then the user, capabilities and seccomp, for good.
+    let confinement = confine::begin(&spec, confine::Role::Runner).map_err(|e| e.to_string())?;
+    let preopens = rootview::enter(&guest.mounts, &request.bundle).map_err(|e| e.to_string())?;
+    laps.timing.root_us = laps.lap();
+    confinement.finish().map_err(|e| e.to_string())?;
 
     let config = WasiConfig {
         args: guest.args,
@@ -204,7 +198,6 @@ fn prepare(request: &RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer
         config,
         stderr: stderr_for_traps,
         oom_marker,
-        _pinned_dirs: pinned_dirs,
     })
 }
 

@@ -1,34 +1,37 @@
 //! The pod sandbox's pause process (`containerd-shim-wasmpod-v1 __pause`).
 //!
 //! It is created inside the pod's namespaces (the shim enters them between fork and exec),
-//! so it only has to exist: it holds the IPC and UTS namespaces the pod's containers join
-//! through `/proc/<pid>/ns/*`, reports ready, and sleeps until SIGTERM/SIGINT (exit 0).
-//! Before it reports it is confined like a runner ([`super::confine`]) with the sandbox
-//! spec's (`config.json` in its working directory, the bundle) capabilities, limits and
-//! seccomp profile, and a seccomp allowlist of the few calls it makes.
+//! so it only has to exist: it holds the IPC, UTS and, when the pod shares one
+//! (`shareProcessNamespace`), PID namespaces the pod's containers join through
+//! `/proc/<pid>/ns/*`, reports ready, and sleeps until SIGTERM/SIGINT (exit 0). As the PID 1
+//! of a shared PID namespace it reaps the orphans handed to it. Before it reports it is
+//! confined like a runner ([`super::confine`]) with the sandbox spec's (`config.json` in its
+//! working directory, the bundle) capabilities, limits and seccomp profile, and a seccomp
+//! allowlist of the few calls it makes; it needs no file, so between the two halves of
+//! that it pivots into an empty read-only tmpfs of its own mount namespace.
 
 use std::io::{Read, Write};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use oci_spec::runtime::Spec;
 
-use crate::os::fd;
+use crate::os::{fd, mountns};
 use crate::protocol::{RunnerStatus, START_FD, STATUS_FD};
 
-use super::confine::{Role, confine};
+use super::confine::{self, Role};
+use super::signals::reap_children;
 
 /// Runs the pause role; returns the exit code.
 pub fn main() -> i32 {
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
+    set.add(Signal::SIGCHLD);
     // Blocked and taken with sigwait: delivered even to a PID-namespace init.
     let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
     // SAFETY: the shim passes these two descriptors and nothing else owns them.
     let (mut status, mut start) = unsafe { (fd::inherited(STATUS_FD), fd::inherited(START_FD)) };
-    let confined = Spec::load("config.json")
-        .map_err(|e| format!("invalid OCI spec config.json: {e}"))
-        .and_then(|spec| confine(&spec, Role::Pause).map_err(|e| e.to_string()));
+    let confined = confine_pause();
     let verdict = match &confined {
         Ok(()) => RunnerStatus::Ready {
             timing: Default::default(),
@@ -48,6 +51,21 @@ pub fn main() -> i32 {
         return 0;
     }
     drop(start);
-    let _ = set.wait();
-    0
+    loop {
+        match set.wait() {
+            Ok(Signal::SIGCHLD) => reap_children(),
+            _ => return 0,
+        }
+    }
+}
+
+/// Reads the sandbox spec, leaves the host's filesystem and confines the process.
+fn confine_pause() -> Result<(), String> {
+    let spec =
+        Spec::load("config.json").map_err(|e| format!("invalid OCI spec config.json: {e}"))?;
+    let confinement = confine::begin(&spec, Role::Pause).map_err(|e| e.to_string())?;
+    // The working directory is the bundle: the empty root is mounted over it.
+    mountns::enter_empty_root(std::path::Path::new("."))
+        .map_err(|e| format!("sandbox: leaving the host's filesystem: {e}"))?;
+    confinement.finish().map_err(|e| e.to_string())
 }

@@ -6,6 +6,10 @@
 //! guest through wasmtime's epoch and, should the guest sit in a blocking host call, ends
 //! the process after a short grace. A wasi:http server drains on the first signal (it
 //! stops accepting and finishes in-flight requests) and is stopped by the second.
+//!
+//! The runner is often PID 1 of its container's PID namespace: processes orphaned there
+//! are handed to it, so the same thread reaps on SIGCHLD (a guest has no process API, so
+//! the runner never waits for a child of its own).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,10 +54,21 @@ impl Interrupts {
 
 extern "C" fn ignore(_: libc::c_int) {}
 
-/// The signals taken by the signal thread.
+/// Collects every exited child (orphans handed to a PID-namespace init).
+pub fn reap_children() {
+    loop {
+        // SAFETY: waitpid with a null status pointer only reaps.
+        let pid = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+        if pid <= 0 {
+            return;
+        }
+    }
+}
+
+/// The signals taken by the signal thread: the terminating ones and SIGCHLD.
 fn terminating() -> SigSet {
     let mut set = SigSet::empty();
-    for sig in TERMINATING {
+    for sig in TERMINATING.into_iter().chain([Signal::SIGCHLD]) {
         set.add(sig);
     }
     set
@@ -65,7 +80,7 @@ fn terminating() -> SigSet {
 /// started once that is done, and then takes what arrived meanwhile.
 pub fn install() -> Interrupts {
     let set = terminating();
-    for sig in TERMINATING {
+    for sig in TERMINATING.into_iter().chain([Signal::SIGCHLD]) {
         // SAFETY: the handler does nothing, so it is async-signal-safe.
         let _ = unsafe { signal(sig, SigHandler::Handler(ignore)) };
     }
@@ -87,6 +102,10 @@ fn spawn_signal_thread(set: SigSet, target: Arc<Mutex<Option<Target>>>) {
         .spawn(move || {
             loop {
                 let Ok(sig) = set.wait() else { continue };
+                if sig == Signal::SIGCHLD {
+                    reap_children();
+                    continue;
+                }
                 let attached = target.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 let Some(Target {
                     interrupter,

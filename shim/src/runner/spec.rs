@@ -1,17 +1,18 @@
 //! Maps an OCI runtime spec onto the WASI surface of a guest.
 //!
-//! args, env and cwd come from `process`; the rootfs is preopened at `/` (read-only when
-//! `root.readonly`); every directory bind mount becomes a preopen at its destination,
-//! read-only when its options say `ro`. Kernel filesystems (`proc`, `sysfs`, `tmpfs`, ...)
-//! and file bind mounts (`/etc/hosts`) have no WASI meaning and are skipped. `process.user`
-//! (Kubernetes `runAsUser`, `runAsGroup`, supplemental groups) is the identity the guest's
-//! file access is checked against.
+//! args, env and cwd come from `process`; the rootfs is mounted at `/` (read-only when
+//! `root.readonly`), followed by every bind mount of the spec at its destination, read-only
+//! when its options say `ro`. What a bind becomes (a preopened directory, one of the pod's
+//! DNS files, nothing) depends on what its source is, which [`super::rootview`] finds out
+//! when it opens it; nothing here touches the filesystem. Kernel filesystems (`proc`,
+//! `sysfs`, `tmpfs`, ...) have no WASI meaning and are skipped. `process.user` (Kubernetes
+//! `runAsUser`, `runAsGroup`, supplemental groups) is the identity the guest's file access
+//! is checked against.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use log::debug;
 use oci_spec::runtime::Spec;
-use wasmpod_runtime_core::{Preopen, WasiConfig};
+use wasmpod_runtime_core::WasiConfig;
 
 /// The parts of a spec that shape a guest.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,10 +20,19 @@ pub struct GuestSpec {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub cwd: String,
-    pub preopens: Vec<Preopen>,
+    /// The rootfs at `/`, then the spec's bind mounts in order.
+    pub mounts: Vec<BindMount>,
     pub memory_limit: Option<usize>,
     /// Who the guest runs as; `None` for root (uid 0, gid 0, no extra groups).
     pub user: Option<GuestUser>,
+}
+
+/// A host path the container asked to see at `destination`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub destination: String,
+    pub read_only: bool,
 }
 
 /// A non-root identity from `process.user`.
@@ -54,9 +64,9 @@ impl GuestSpec {
             .as_ref()
             .and_then(|root| root.readonly())
             .unwrap_or(false);
-        let mut preopens = vec![Preopen {
-            host_path: rootfs.to_owned(),
-            guest_path: "/".to_owned(),
+        let mut mounts = vec![BindMount {
+            source: rootfs.to_owned(),
+            destination: "/".to_owned(),
             read_only: root_read_only,
         }];
         for mount in spec.mounts().iter().flatten() {
@@ -66,17 +76,9 @@ impl GuestSpec {
             let Some(source) = mount.source().as_ref().filter(|_| is_bind) else {
                 continue;
             };
-            if !source.is_dir() {
-                debug!(
-                    "skipping mount {} -> {}: not a directory",
-                    source.display(),
-                    mount.destination().display()
-                );
-                continue;
-            }
-            preopens.push(Preopen {
-                host_path: source.clone(),
-                guest_path: mount.destination().display().to_string(),
+            mounts.push(BindMount {
+                source: source.clone(),
+                destination: mount.destination().display().to_string(),
                 read_only: options.iter().any(|o| o == "ro"),
             });
         }
@@ -100,7 +102,7 @@ impl GuestSpec {
             args,
             env,
             cwd,
-            preopens,
+            mounts,
             memory_limit,
             user,
         }
@@ -136,10 +138,10 @@ mod tests {
         assert_eq!(guest.path_env(), Some("/bin"));
         assert_eq!(guest.user, None, "root needs no switch");
         assert_eq!(
-            guest.preopens,
-            [Preopen {
-                host_path: "/b/rootfs".into(),
-                guest_path: "/".into(),
+            guest.mounts,
+            [BindMount {
+                source: "/b/rootfs".into(),
+                destination: "/".into(),
                 read_only: true
             }]
         );
@@ -162,27 +164,37 @@ mod tests {
     }
 
     #[test]
-    fn directory_binds_become_preopens_and_others_are_skipped() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("hosts");
-        std::fs::write(&file, "").unwrap();
-        let s = spec(&format!(
-            r#"{{"ociVersion":"1.0.2","mounts":[
-                {{"destination":"/proc","type":"proc","source":"proc"}},
-                {{"destination":"/data","type":"bind","source":"{d}","options":["rbind","rw"]}},
-                {{"destination":"/config","source":"{d}","options":["bind","ro"]}},
-                {{"destination":"/etc/hosts","type":"bind","source":"{f}","options":["bind"]}}],
-              "linux":{{"resources":{{"memory":{{"limit":67108864}}}}}}}}"#,
-            d = dir.path().display(),
-            f = file.display()
-        ));
+    fn binds_are_kept_in_order_and_kernel_filesystems_skipped() {
+        let s = spec(
+            r#"{"ociVersion":"1.0.2","mounts":[
+                {"destination":"/proc","type":"proc","source":"proc"},
+                {"destination":"/data","type":"bind","source":"/v/data","options":["rbind","rw"]},
+                {"destination":"/config","source":"/v/config","options":["bind","ro"]},
+                {"destination":"/dev/shm","type":"tmpfs","source":"shm"},
+                {"destination":"/etc/hosts","type":"bind","source":"/missing/hosts","options":["bind"]}],
+              "linux":{"resources":{"memory":{"limit":67108864}}}}"#,
+        );
         let guest = GuestSpec::from_spec(&s, Path::new("/r"));
-        let mounted: Vec<(&str, bool)> = guest
-            .preopens
+        let mounted: Vec<(&str, &str, bool)> = guest
+            .mounts
             .iter()
-            .map(|p| (p.guest_path.as_str(), p.read_only))
+            .map(|m| {
+                (
+                    m.source.to_str().unwrap(),
+                    m.destination.as_str(),
+                    m.read_only,
+                )
+            })
             .collect();
-        assert_eq!(mounted, [("/", false), ("/data", false), ("/config", true)]);
+        assert_eq!(
+            mounted,
+            [
+                ("/r", "/", false),
+                ("/v/data", "/data", false),
+                ("/v/config", "/config", true),
+                ("/missing/hosts", "/etc/hosts", false)
+            ]
+        );
         assert_eq!(guest.memory_limit, Some(64 << 20));
     }
 }

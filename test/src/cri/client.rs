@@ -291,6 +291,30 @@ impl CriClient {
         })
     }
 
+    /// The host pid of container `id`'s process, from verbose `ContainerStatus` (`info`).
+    pub fn container_pid(&self, id: &str) -> Result<u32, CriError> {
+        let mut c = self.runtime.clone();
+        let resp = self.call(
+            "ContainerStatus",
+            c.container_status(cri::ContainerStatusRequest {
+                container_id: id.to_owned(),
+                verbose: true,
+            }),
+        )?;
+        info_pid(&resp.info).ok_or(CriError::Missing {
+            call: "ContainerStatus",
+            field: "info.pid",
+        })
+    }
+
+    /// The host pid of pod `id`'s sandbox process, from verbose `PodSandboxStatus`.
+    pub fn pod_pid(&self, id: &str) -> Result<u32, CriError> {
+        info_pid(&self.pod_status(id)?.info).ok_or(CriError::Missing {
+            call: "PodSandboxStatus",
+            field: "info.pid",
+        })
+    }
+
     /// Poll `ContainerStatus` until the container is in `state` or `timeout` passes.
     pub fn wait_state(
         &self,
@@ -373,4 +397,13 @@ impl CriClient {
         self.stop_pod(id)?;
         self.remove_pod(id)
     }
+}
+
+/// The `pid` of the JSON containerd puts under `info` in a verbose status.
+fn info_pid(info: &std::collections::HashMap<String, String>) -> Option<u32> {
+    let json: serde_json::Value = serde_json::from_str(info.get("info")?).ok()?;
+    json.get("pid")?
+        .as_u64()
+        .map(|pid| pid as u32)
+        .filter(|pid| *pid > 0)
 }

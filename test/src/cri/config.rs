@@ -60,6 +60,12 @@ impl PodConfig {
         self
     }
 
+    /// Sets `shareProcessNamespace` (PID namespace mode POD).
+    pub fn share_pid(mut self, on: bool) -> Self {
+        self.share_pid = on;
+        self
+    }
+
     /// Sets the runtime handler.
     pub fn runtime_handler(mut self, handler: impl Into<String>) -> Self {
         self.runtime_handler = handler.into();
