@@ -17,6 +17,7 @@ command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 [[ -x /usr/lib/cni/loopback ]] || missing+=(containernetworking-plugins)
 command -v curl >/dev/null 2>&1 || missing+=(curl)   # the wasi:http tests' client
 command -v ip >/dev/null 2>&1 || missing+=(iproute2) # test network namespaces
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry) # the image tests' local registry
 if ((${#missing[@]})); then
   sudo=""
   [[ $(id -u) -eq 0 ]] || sudo="sudo"

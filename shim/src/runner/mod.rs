@@ -7,6 +7,7 @@
 //! a host call is ended after [`signals::BLOCKED_GUEST_GRACE`]. SIGKILL is the kernel's.
 
 pub mod pause;
+mod payload;
 mod signals;
 mod spec;
 mod user;
@@ -18,9 +19,8 @@ use std::time::Instant;
 
 use oci_spec::runtime::Spec;
 use wasmpod_runtime_core::cache::{self, ModuleCache};
-use wasmpod_runtime_core::locate::resolve_entrypoint;
 use wasmpod_runtime_core::{
-    EngineSettings, ExitStatus, HttpConfig, Prepared, Runtime, WasiConfig, WasmSource,
+    EngineSettings, ExitStatus, HttpConfig, Prepared, Runtime, WasiConfig,
 };
 
 use crate::launcher::OOM_MARKER_FILE;
@@ -129,11 +129,8 @@ fn prepare(request: &RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer
     let stderr =
         fd::open_output(&request.stderr).map_err(|e| open_err("stderr", &request.stderr, e))?;
     laps.timing.stdio_us = laps.lap();
-    let args0 = guest.args.first().map(String::as_str).unwrap_or_default();
-    let entrypoint = resolve_entrypoint(&request.rootfs, args0, &guest.cwd, guest.path_env())
-        .map_err(|e| e.to_string())?;
-    let source = WasmSource::from_file(&entrypoint.guest_path, &entrypoint.host_path)
-        .map_err(|e| e.to_string())?;
+    // From the rootfs, else from the image's wasm layer (fetched now, before confinement).
+    let (source, guest) = payload::source(request, guest)?;
     laps.timing.locate_us = laps.lap();
     let annotations = spec.annotations().clone().unwrap_or_default();
     let http =
