@@ -162,6 +162,8 @@ impl std::fmt::Debug for Pusher {
 impl Pusher {
     /// A client speaking plain HTTP (no TLS: local and in-cluster registries).
     pub fn plain_http() -> anyhow::Result<Self> {
+        // reqwest wants a process-wide crypto provider even for plain HTTP.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use wasmpod_fixtures::{p1, p2};
-use wasmpod_test::containerd::{CRI_NAMESPACE, ContainerdVersion};
+use wasmpod_test::containerd::{CRI_HANDLER, CRI_NAMESPACE, ContainerdVersion};
 use wasmpod_test::cri::ContainerConfig;
 use wasmpod_test::image::{Form, ImageBuilder, WASM_LAYER_MEDIA_TYPE};
 use wasmpod_test::registry::Registry;
@@ -72,9 +72,18 @@ fn push(registry: &Registry, image: &ImageBuilder, repo: &str, in_index: bool) -
         .unwrap_or_else(|e| panic!("push {repo}: {e:#}\nregistry log:\n{}", registry.log()))
 }
 
-/// What each version does with a case's pull (1.6.20 cannot unpack non-tar layers).
-fn pull_works(version: ContainerdVersion, case: &Case) -> bool {
-    version != ContainerdVersion::V1_6 || !case.form.is_non_tar()
+/// Why a version's pull of a case fails, if it does: 1.6.20 cannot unpack non-tar layers;
+/// an index whose only manifest is wasm has no match for the node's platform: CRI reads the
+/// pulled image's config for linux/amd64 (2.1.9 too, even with `runtime_platforms` and the
+/// handler named in the pull).
+fn pull_error(version: ContainerdVersion, case: &Case) -> Option<&'static str> {
+    if version == ContainerdVersion::V1_6 && case.form.is_non_tar() {
+        return Some("mismatched image rootfs and manifest layers");
+    }
+    if case.in_index {
+        return Some("no match for platform in manifest");
+    }
+    None
 }
 
 fn forms(n: &Node, version: ContainerdVersion) {
@@ -89,13 +98,11 @@ fn forms(n: &Node, version: ContainerdVersion) {
         let repo = format!("app{i}");
         let image = case.form.image("app:1", "app", case.os, case.wasm);
         let reference = push(&registry, &image, &repo, case.in_index);
-        let pulled = n.cri.pull_image(&reference);
-        if !pull_works(version, case) {
+        let pulled = n.cri.pull_image_for(&reference, CRI_HANDLER);
+        if let Some(needle) = pull_error(version, case) {
             let err = pulled.expect_err(&format!("{label}: PullImage should fail"));
-            assert!(
-                err.to_string().contains("mismatched image rootfs and manifest layers"),
-                "{label}: {err}"
-            );
+            assert!(err.to_string().contains(needle), "{label}: {err}");
+            eprintln!("cri_images: {label}: PullImage fails as documented: {needle}");
             continue;
         }
         pulled.unwrap_or_else(|e| panic!("{label}: PullImage {reference}: {e}"));

@@ -54,8 +54,6 @@ pub struct ImagePayload {
     /// The layer's sha256 (from its digest), when it is a sha256 digest.
     pub sha256: Option<[u8; 32]>,
     pub bytes: Vec<u8>,
-    /// The config's `os` (`wasip1`, `wasip2`, ...).
-    pub os: String,
 }
 
 /// Reads the wasm payload of container `id`'s image from containerd at `api`.
@@ -75,7 +73,8 @@ pub fn read_payload(api: &ContainerdApi, id: &str) -> Result<ImagePayload, Image
         let config_json = store
             .read(&parsed.config, store::MAX_DOCUMENT_BYTES)
             .await?;
-        let config = manifest::parse_config(&config_json)?;
+        // Only checked: the payload's header, not the config's `os`, decides how it runs.
+        manifest::parse_config(&config_json)?;
         let payload = manifest::payload(&parsed)?;
         let bytes = store.read(&payload.layer, MAX_LAYER_BYTES).await?;
         Ok(ImagePayload {
@@ -85,7 +84,6 @@ pub fn read_payload(api: &ContainerdApi, id: &str) -> Result<ImagePayload, Image
             form: payload.form,
             layer: payload.layer,
             bytes,
-            os: config.os,
         })
     })
 }
