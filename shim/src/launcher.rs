@@ -224,15 +224,13 @@ impl Launcher for ShimLauncher {
         log::info!("container {id}: {kind:?}");
         let created = match kind {
             ContainerKind::Linux => crate::runc::create(request, mounted.then(|| rootfs.clone())),
-            ContainerKind::Wasm | ContainerKind::Sandbox => {
-                crate::runner_process::create(
-                    request,
-                    &spec,
-                    kind,
-                    mounted.then(|| rootfs.clone()),
-                    self.containerd.clone(),
-                )
-            }
+            ContainerKind::Wasm | ContainerKind::Sandbox => crate::runner_process::create(
+                request,
+                &spec,
+                kind,
+                mounted.then(|| rootfs.clone()),
+                self.containerd.clone(),
+            ),
         };
         if created.is_err() {
             unmount();

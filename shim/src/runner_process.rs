@@ -24,8 +24,8 @@ use crate::os::namespaces::NamespacePlan;
 use crate::os::spawn::{self, CgroupJoin, SpawnRequest};
 use crate::os::{fd, signals};
 use crate::protocol::{
-    ContainerdApi, PAUSE_SUBCOMMAND, PrepareTiming, RUNNER_SUBCOMMAND, RunnerRequest, RunnerStatus, START_FD,
-    STATUS_FD,
+    ContainerdApi, PAUSE_SUBCOMMAND, PrepareTiming, RUNNER_SUBCOMMAND, RunnerRequest, RunnerStatus,
+    START_FD, STATUS_FD,
 };
 
 struct RunnerProcess {

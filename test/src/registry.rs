@@ -99,7 +99,10 @@ impl Registry {
                 bail!("registry exited with {status}: {}", registry.log());
             }
             if Instant::now() > deadline {
-                bail!("registry did not answer within {START_TIMEOUT:?}: {}", registry.log());
+                bail!(
+                    "registry did not answer within {START_TIMEOUT:?}: {}",
+                    registry.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -43,15 +43,71 @@ fn cases() -> Vec<Case> {
     let hello = &["hello from wasm"][..];
     let args: &[&str] = &["arg[0]={module}", "arg[1]=one", "arg[2]=two"];
     vec![
-        Case { form: Form::Classic, os: "wasip1", wasm: p1::HELLO, in_index: false, command: &[], expect: hello },
-        Case { form: Form::OciWasm, os: "wasip1", wasm: p1::HELLO, in_index: false, command: &[], expect: hello },
-        Case { form: Form::OciWasm, os: "wasip1", wasm: p1::HELLO, in_index: true, command: &[], expect: hello },
+        Case {
+            form: Form::Classic,
+            os: "wasip1",
+            wasm: p1::HELLO,
+            in_index: false,
+            command: &[],
+            expect: hello,
+        },
+        Case {
+            form: Form::OciWasm,
+            os: "wasip1",
+            wasm: p1::HELLO,
+            in_index: false,
+            command: &[],
+            expect: hello,
+        },
+        Case {
+            form: Form::OciWasm,
+            os: "wasip1",
+            wasm: p1::HELLO,
+            in_index: true,
+            command: &[],
+            expect: hello,
+        },
         // A config saying wasip2 over a core module: the header decides, it runs as p1.
-        Case { form: Form::OciWasm, os: "wasip2", wasm: p1::HELLO, in_index: false, command: &[], expect: hello },
-        Case { form: Form::ComponentLayer, os: "wasip2", wasm: p2::HELLO, in_index: false, command: &[], expect: hello },
-        Case { form: Form::Artifact, os: "wasip2", wasm: p2::ARGS_ENV, in_index: false, command: &["one", "two"], expect: args },
-        Case { form: Form::Artifact, os: "wasip1", wasm: p1::ARGS_ENV, in_index: true, command: &["one", "two"], expect: args },
-        Case { form: Form::ArtifactV1, os: "wasip1", wasm: p1::ARGS_ENV, in_index: false, command: &["one", "two"], expect: args },
+        Case {
+            form: Form::OciWasm,
+            os: "wasip2",
+            wasm: p1::HELLO,
+            in_index: false,
+            command: &[],
+            expect: hello,
+        },
+        Case {
+            form: Form::ComponentLayer,
+            os: "wasip2",
+            wasm: p2::HELLO,
+            in_index: false,
+            command: &[],
+            expect: hello,
+        },
+        Case {
+            form: Form::Artifact,
+            os: "wasip2",
+            wasm: p2::ARGS_ENV,
+            in_index: false,
+            command: &["one", "two"],
+            expect: args,
+        },
+        Case {
+            form: Form::Artifact,
+            os: "wasip1",
+            wasm: p1::ARGS_ENV,
+            in_index: true,
+            command: &["one", "two"],
+            expect: args,
+        },
+        Case {
+            form: Form::ArtifactV1,
+            os: "wasip1",
+            wasm: p1::ARGS_ENV,
+            in_index: false,
+            command: &["one", "two"],
+            expect: args,
+        },
     ]
 }
 
@@ -93,7 +149,11 @@ fn forms(n: &Node, version: ContainerdVersion) {
             "{version}: {:?} os {} {}",
             case.form,
             case.os,
-            if case.in_index { "in an index" } else { "single manifest" }
+            if case.in_index {
+                "in an index"
+            } else {
+                "single manifest"
+            }
         );
         let repo = format!("app{i}");
         let image = case.form.image("app:1", "app", case.os, case.wasm);
@@ -167,7 +227,13 @@ fn bad_inputs(n: &Node, version: ContainerdVersion) {
             .file("/other.txt", b"not it".to_vec(), 0o644),
         "no-wasm-layer",
     );
-    create_fails(n, "no-wasm-layer", &no_wasm, &[], "the image has no wasm layer");
+    create_fails(
+        n,
+        "no-wasm-layer",
+        &no_wasm,
+        &[],
+        "the image has no wasm layer",
+    );
     // Two wasm layers under an OCI image config: which one is the entrypoint?
     let two = pull(
         Form::OciWasm
@@ -184,7 +250,13 @@ fn bad_inputs(n: &Node, version: ContainerdVersion) {
             .raw_layer("application/octet-stream", p1::HELLO),
         "layer-not-wasm",
     );
-    create_fails(n, "layer-not-wasm", &not_wasm_type, &["x"], "which is not wasm");
+    create_fails(
+        n,
+        "layer-not-wasm",
+        &not_wasm_type,
+        &["x"],
+        "which is not wasm",
+    );
     // A wasm media type whose bytes are not wasm.
     let not_wasm_bytes = pull(
         ImageBuilder::new("x:1")
@@ -193,7 +265,13 @@ fn bad_inputs(n: &Node, version: ContainerdVersion) {
             .raw_layer(WASM_LAYER_MEDIA_TYPE, b"#!/bin/sh\necho hi\n".to_vec()),
         "bytes-not-wasm",
     );
-    create_fails(n, "bytes-not-wasm", &not_wasm_bytes, &["x"], "is not a WebAssembly binary");
+    create_fails(
+        n,
+        "bytes-not-wasm",
+        &not_wasm_bytes,
+        &["x"],
+        "is not a WebAssembly binary",
+    );
     // The layer garbage-collected from the content store after the pull.
     let image = Form::OciWasm.image("x:1", "app", "wasip1", p1::EXIT_CODE);
     let layer_digest = image
@@ -204,10 +282,9 @@ fn bad_inputs(n: &Node, version: ContainerdVersion) {
         .next()
         .expect("one layer");
     let gone = pull(image, "content-gone");
-    let rm = n
-        .c
-        .ctr_in(CRI_NAMESPACE, ["content", "rm", layer_digest.as_str()])
-        .expect("ctr content rm");
+    let rm =
+        n.c.ctr_in(CRI_NAMESPACE, ["content", "rm", layer_digest.as_str()])
+            .expect("ctr content rm");
     assert!(rm.success(), "{version}: {rm}");
     create_fails(
         n,
@@ -273,12 +350,26 @@ fn big_layer_hits_cache(n: &Node, version: ContainerdVersion) {
         "cri_images: {version}: 20 MB layer StartContainer: first {:?} (compile), second {:?} (cache)",
         times[0], times[1]
     );
-    assert_eq!(files[0].len(), 1, "{version}: first start wrote {:?}", files[0]);
+    assert_eq!(
+        files[0].len(),
+        1,
+        "{version}: first start wrote {:?}",
+        files[0]
+    );
     assert_eq!(files[1].len(), 1, "{version}: {:?}", files[1]);
     let (first, second) = (&files[0][0], &files[1][0]);
-    assert_eq!(first.0, second.0, "{version}: the second start used another file");
-    assert_eq!(first.1, second.1, "{version}: the second start rewrote (recompiled) the file");
-    assert!(second.2 > first.2, "{version}: the second start did not touch the file (no hit)");
+    assert_eq!(
+        first.0, second.0,
+        "{version}: the second start used another file"
+    );
+    assert_eq!(
+        first.1, second.1,
+        "{version}: the second start rewrote (recompiled) the file"
+    );
+    assert!(
+        second.2 > first.2,
+        "{version}: the second start did not touch the file (no hit)"
+    );
 }
 
 /// A core module of about `len` bytes that prints `big` and exits: a data segment of

@@ -55,7 +55,9 @@ fn run(c: &Containerd, reference: &str, id: &str) -> CtrOutput {
 fn assert_clean(c: &Containerd, label: &str) {
     let left = c.wait_no_leftovers(Duration::from_secs(10));
     assert!(left.is_empty(), "{label}: left behind:\n{left}");
-    let containers = c.ctr(["containers", "ls", "-q"]).expect("ctr containers ls");
+    let containers = c
+        .ctr(["containers", "ls", "-q"])
+        .expect("ctr containers ls");
     assert_eq!(containers.stdout.trim(), "", "{label}: {containers}");
 }
 
@@ -77,9 +79,14 @@ fn every_form(version: ContainerdVersion) {
             .unwrap_or_else(|e| panic!("{label}: push: {e:#}"));
         let pulled = pull(&c, &reference);
         if version == ContainerdVersion::V1_6 && form.is_non_tar() {
-            assert!(!pulled.success(), "{label}: 1.6.20 pulled a non-tar layer: {pulled}");
             assert!(
-                pulled.stderr.contains("mismatched image rootfs and manifest layers"),
+                !pulled.success(),
+                "{label}: 1.6.20 pulled a non-tar layer: {pulled}"
+            );
+            assert!(
+                pulled
+                    .stderr
+                    .contains("mismatched image rootfs and manifest layers"),
                 "{label}: {pulled}"
             );
             continue;

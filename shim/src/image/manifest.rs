@@ -35,11 +35,15 @@ const INDEX_MEDIA_TYPES: &[&str] = &[
 pub enum ManifestError {
     #[error("image {what} is not valid JSON: {message}")]
     Json { what: &'static str, message: String },
-    #[error("image index has no manifest for a wasm platform (os wasip1/wasip2/wasi, architecture wasm) among {count}")]
+    #[error(
+        "image index has no manifest for a wasm platform (os wasip1/wasip2/wasi, architecture wasm) among {count}"
+    )]
     NoWasmManifest { count: usize },
     #[error("image has no wasm layer (media type one of {}); layers: [{layers}]", WASM_LAYER_MEDIA_TYPES.join(", "))]
     NoWasmLayer { layers: String },
-    #[error("image has {count} wasm layers ({digests}) and its form allows only one: which is the entrypoint is ambiguous")]
+    #[error(
+        "image has {count} wasm layers ({digests}) and its form allows only one: which is the entrypoint is ambiguous"
+    )]
     TooManyWasmLayers { count: usize, digests: String },
     #[error("wasm artifact's layer 0 ({digest}) has media type {media_type:?}, which is not wasm")]
     LayerNotWasm { digest: String, media_type: String },
@@ -171,7 +175,11 @@ pub fn payload(manifest: &Manifest) -> Result<Payload, ManifestError> {
             layer: first.clone(),
         });
     }
-    let wasm: Vec<&Descriptor> = manifest.layers.iter().filter(|d| is_wasm_layer(d)).collect();
+    let wasm: Vec<&Descriptor> = manifest
+        .layers
+        .iter()
+        .filter(|d| is_wasm_layer(d))
+        .collect();
     match wasm.as_slice() {
         [one] => Ok(Payload {
             form: Form::OciImage,
@@ -262,8 +270,11 @@ mod tests {
             payload(&manifest(WASM_CONFIG_V0, &[])),
             Err(ManifestError::NoWasmLayer { .. })
         ));
-        let err = payload(&manifest(OCI_CONFIG, &["application/wasm", "application/wasm"]))
-            .unwrap_err();
+        let err = payload(&manifest(
+            OCI_CONFIG,
+            &["application/wasm", "application/wasm"],
+        ))
+        .unwrap_err();
         assert!(err.to_string().contains("2 wasm layers"), "{err}");
         let err = payload(&manifest(WASM_CONFIG_V0, &["application/octet-stream"])).unwrap_err();
         assert!(err.to_string().contains("not wasm"), "{err}");
@@ -287,7 +298,10 @@ mod tests {
     #[test]
     fn module_name_from_title_else_image_name() {
         let mut layer = manifest(WASM_CONFIG_V0, &["application/wasm"]).layers[0].clone();
-        assert_eq!(module_name(&layer, "localhost:5000/a/hello:1"), "hello.wasm");
+        assert_eq!(
+            module_name(&layer, "localhost:5000/a/hello:1"),
+            "hello.wasm"
+        );
         assert_eq!(module_name(&layer, "r/x@sha256:ab"), "x.wasm");
         layer
             .annotations

@@ -34,7 +34,9 @@ pub enum ImageError {
     NoImage,
     #[error("image {0} is not in containerd's image store")]
     ImageMissing(String),
-    #[error("content {0} is missing from containerd's content store (garbage-collected or never fetched); pull the image again")]
+    #[error(
+        "content {0} is missing from containerd's content store (garbage-collected or never fetched); pull the image again"
+    )]
     ContentMissing(String),
     #[error("blob {digest} is {size} bytes, more than the {max} allowed")]
     TooLarge { digest: String, size: i64, max: i64 },

@@ -42,7 +42,10 @@ pub fn with_store<T>(
             address: address.to_owned(),
             message: format!("starting the client runtime: {e}"),
         })?;
-    let path = address.strip_prefix("unix://").unwrap_or(address).to_owned();
+    let path = address
+        .strip_prefix("unix://")
+        .unwrap_or(address)
+        .to_owned();
     runtime.block_on(async {
         let fetch = async {
             let channel =

@@ -19,9 +19,7 @@ use std::time::Instant;
 
 use oci_spec::runtime::Spec;
 use wasmpod_runtime_core::cache::{self, ModuleCache};
-use wasmpod_runtime_core::{
-    EngineSettings, ExitStatus, HttpConfig, Prepared, Runtime, WasiConfig,
-};
+use wasmpod_runtime_core::{EngineSettings, ExitStatus, HttpConfig, Prepared, Runtime, WasiConfig};
 
 use crate::launcher::OOM_MARKER_FILE;
 use crate::os::fd;

@@ -22,22 +22,23 @@ pub fn source(
     mut guest: GuestSpec,
 ) -> Result<(WasmSource, GuestSpec), String> {
     let args0 = guest.args.first().map(String::as_str).unwrap_or_default();
-    let not_in_rootfs = match resolve_entrypoint(&request.rootfs, args0, &guest.cwd, guest.path_env())
-    {
-        Ok(entry) => {
-            let source = WasmSource::from_file(&entry.guest_path, &entry.host_path)
-                .map_err(|e| e.to_string())?;
-            return Ok((source, guest));
-        }
-        Err(e @ (CoreError::EntrypointNotFound { .. } | CoreError::NoEntrypoint)) => e,
-        Err(e) => return Err(e.to_string()),
-    };
+    let not_in_rootfs =
+        match resolve_entrypoint(&request.rootfs, args0, &guest.cwd, guest.path_env()) {
+            Ok(entry) => {
+                let source = WasmSource::from_file(&entry.guest_path, &entry.host_path)
+                    .map_err(|e| e.to_string())?;
+                return Ok((source, guest));
+            }
+            Err(e @ (CoreError::EntrypointNotFound { .. } | CoreError::NoEntrypoint)) => e,
+            Err(e) => return Err(e.to_string()),
+        };
     let Some(api) = &request.containerd else {
         return Err(not_in_rootfs.to_string());
     };
     let payload = image::read_payload(api, &request.id).map_err(|e| match e {
         // Neither place has it: say both.
-        ImageError::NoImage | ImageError::Manifest(image::manifest::ManifestError::NoWasmLayer { .. }) => {
+        ImageError::NoImage
+        | ImageError::Manifest(image::manifest::ManifestError::NoWasmLayer { .. }) => {
             format!("{not_in_rootfs}; the image has no wasm layer either: {e}")
         }
         e => format!("reading the wasm layer of the container's image: {e}"),

@@ -74,7 +74,9 @@ impl Form {
         let (config, layer) = self.media_types();
         let file = format!("{module}.wasm");
         match self {
-            Form::Classic => ImageBuilder::wasm(name, &format!("/{file}"), wasm).platform(os, "wasm"),
+            Form::Classic => {
+                ImageBuilder::wasm(name, &format!("/{file}"), wasm).platform(os, "wasm")
+            }
             Form::OciWasm | Form::ComponentLayer => ImageBuilder::new(name)
                 .platform(os, "wasm")
                 .entrypoint([file.as_str()])

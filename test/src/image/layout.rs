@@ -78,10 +78,7 @@ impl Image {
         let (os, architecture) = &self.platform;
         let blob = super::oci::registry_index_blob(
             &self.manifest,
-            super::oci::Platform {
-                architecture,
-                os,
-            },
+            super::oci::Platform { architecture, os },
         );
         (blob.digest, blob.data)
     }
