@@ -20,6 +20,7 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2) # test network namespaces
 # The shim's seccomp filters (linked statically: see .cargo/config.toml).
 dpkg-query -W -f='${Status}' libseccomp-dev 2>/dev/null | grep -q 'install ok installed' \
   || missing+=(libseccomp-dev)
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry) # the image tests' local registry
 if ((${#missing[@]})); then
   sudo=""
   [[ $(id -u) -eq 0 ]] || sudo="sudo"

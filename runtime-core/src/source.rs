@@ -84,6 +84,24 @@ impl WasmSource {
         })
     }
 
+    /// Wraps bytes whose sha256 is already known and verified by whoever stored them (a layer
+    /// read from containerd's content store, which checks every blob's digest on ingest), so
+    /// a large layer is not hashed again: `sha256` keys the compile cache as is.
+    pub fn from_verified_bytes(
+        name: impl Into<String>,
+        bytes: Vec<u8>,
+        sha256: [u8; 32],
+    ) -> Result<Self> {
+        let name = name.into();
+        let kind = PayloadKind::detect(&name, &bytes)?;
+        Ok(WasmSource {
+            name,
+            bytes: Arc::new(bytes),
+            digest: sha256,
+            kind,
+        })
+    }
+
     /// Reads a payload file of at most [`crate::bounds::DEFAULT_MAX_PAYLOAD_BYTES`]; `name`
     /// is how errors refer to it (the path as the guest sees it).
     pub fn from_file(name: impl Into<String>, path: &Path) -> Result<Self> {
@@ -187,6 +205,17 @@ mod tests {
             msg.contains("/m.wasm") && msg.contains("payload size bound"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn a_verified_digest_is_kept_as_given() {
+        let digest = [7u8; 32];
+        let src =
+            WasmSource::from_verified_bytes("m", wasmpod_fixtures::wat::HELLO.to_vec(), digest)
+                .unwrap();
+        assert_eq!(src.digest(), &digest);
+        assert_eq!(src.kind(), PayloadKind::CoreModule);
+        assert!(WasmSource::from_verified_bytes("x", b"#!/bin/sh".to_vec(), digest).is_err());
     }
 
     #[test]

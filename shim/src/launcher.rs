@@ -183,7 +183,10 @@ pub fn create_cgroup(id: &str, spec: &Spec) -> TaskResult<Option<Cgroup>> {
 
 /// The launcher of the real shim.
 #[derive(Debug, Default)]
-pub struct ShimLauncher;
+pub struct ShimLauncher {
+    /// containerd's API, for runners whose payload is in an image layer.
+    pub containerd: Option<crate::protocol::ContainerdApi>,
+}
 
 impl Launcher for ShimLauncher {
     fn create(&self, request: &CreateRequest) -> TaskResult<Box<dyn ContainerProcess>> {
@@ -223,9 +226,13 @@ impl Launcher for ShimLauncher {
         log::info!("container {id}: {kind:?}");
         let created = match kind {
             ContainerKind::Linux => crate::runc::create(request, mounted.then(|| rootfs.clone())),
-            ContainerKind::Wasm | ContainerKind::Sandbox => {
-                crate::runner_process::create(request, &spec, kind, mounted.then(|| rootfs.clone()))
-            }
+            ContainerKind::Wasm | ContainerKind::Sandbox => crate::runner_process::create(
+                request,
+                &spec,
+                kind,
+                mounted.then(|| rootfs.clone()),
+                self.containerd.clone(),
+            ),
         };
         if created.is_err() {
             unmount();

@@ -6,6 +6,7 @@
 
 mod error;
 mod events;
+mod image;
 mod launcher;
 mod lifecycle;
 mod logging;

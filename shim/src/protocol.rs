@@ -30,6 +30,18 @@ pub struct RunnerRequest {
     pub stdin: String,
     pub stdout: String,
     pub stderr: String,
+    /// containerd's API, where a payload that is not in the rootfs is read from
+    /// ([`crate::image`]); absent for runners made without a containerd (tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containerd: Option<ContainerdApi>,
+}
+
+/// Where containerd's gRPC API is and the namespace of the shim's containers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ContainerdApi {
+    /// containerd's socket (the shim's `-address` flag).
+    pub address: String,
+    pub namespace: String,
 }
 
 /// The runner's answer once the container is prepared.

@@ -24,8 +24,8 @@ use crate::os::namespaces::NamespacePlan;
 use crate::os::spawn::{self, CgroupJoin, SpawnRequest};
 use crate::os::{fd, signals};
 use crate::protocol::{
-    PAUSE_SUBCOMMAND, PrepareTiming, RUNNER_SUBCOMMAND, RunnerRequest, RunnerStatus, START_FD,
-    STATUS_FD,
+    ContainerdApi, PAUSE_SUBCOMMAND, PrepareTiming, RUNNER_SUBCOMMAND, RunnerRequest, RunnerStatus,
+    START_FD, STATUS_FD,
 };
 
 struct RunnerProcess {
@@ -40,6 +40,7 @@ pub fn create(
     spec: &Spec,
     kind: ContainerKind,
     rootfs: Option<PathBuf>,
+    containerd: Option<ContainerdApi>,
 ) -> TaskResult<Box<dyn ContainerProcess>> {
     let id = &request.id;
     let began = Instant::now();
@@ -51,7 +52,7 @@ pub fn create(
             warn!("container {id}: {e}");
         }
     };
-    let spawned = spawn(request, spec, kind, cgroup.as_ref());
+    let spawned = spawn(request, spec, kind, cgroup.as_ref(), containerd);
     match spawned {
         Ok((pid, start, timing)) => {
             let total = began.elapsed();
@@ -84,6 +85,7 @@ fn spawn(
     spec: &Spec,
     kind: ContainerKind,
     cgroup: Option<&Cgroup>,
+    containerd: Option<ContainerdApi>,
 ) -> TaskResult<(u32, std::fs::File, PrepareTiming)> {
     let id = &request.id;
     let io_err =
@@ -104,6 +106,7 @@ fn spawn(
         stdin: request.stdin.clone(),
         stdout: request.stdout.clone(),
         stderr: request.stderr.clone(),
+        containerd,
     };
     let request_json = serde_json::to_string(&runner_request).expect("runner request serialises");
     let exe = std::env::current_exe().map_err(|e| io_err("finding the shim binary", e))?;

@@ -28,6 +28,8 @@ pub struct WasmpodShim {
     id: String,
     /// The daemon's socket (`unix://...`), empty for `start`/`delete`.
     socket: String,
+    /// containerd's gRPC socket (`-address`), for payloads read from images.
+    containerd_address: String,
     exit: Arc<ExitSignal>,
 }
 
@@ -104,6 +106,7 @@ impl containerd_shim::Shim for WasmpodShim {
             debug: args.debug,
             id: args.id.clone(),
             socket: args.socket.clone(),
+            containerd_address: args.address.clone(),
             exit: Arc::new(ExitSignal::default()),
         }
     }
@@ -175,7 +178,13 @@ impl containerd_shim::Shim for WasmpodShim {
         crate::runner::warn_if_cache_off();
         let events: Arc<dyn EventSink> =
             Arc::new(RemoteEvents::new(publisher, self.namespace.clone()));
-        let containers = Arc::new(Containers::new(Box::new(ShimLauncher), events));
+        let launcher = ShimLauncher {
+            containerd: Some(crate::protocol::ContainerdApi {
+                address: self.containerd_address.clone(),
+                namespace: self.namespace.clone(),
+            }),
+        };
+        let containers = Arc::new(Containers::new(Box::new(launcher), events));
         crate::reaper::forward_exits(containers.clone());
         let service = TaskService::new(containers, self.exit.clone());
         if let Some(began) = crate::MAIN_BEGAN.get() {

@@ -8,6 +8,7 @@
 
 pub(crate) mod confine;
 pub mod pause;
+mod payload;
 mod rootview;
 mod signals;
 mod spec;
@@ -19,10 +20,8 @@ use std::time::Instant;
 
 use oci_spec::runtime::Spec;
 use wasmpod_runtime_core::cache::{self, ModuleCache};
-use wasmpod_runtime_core::locate::resolve_entrypoint;
 use wasmpod_runtime_core::{
     EngineSettings, ExitStatus, HttpConfig, PrepareBounds, Prepared, Runtime, WasiConfig,
-    WasmSource,
 };
 
 use crate::launcher::OOM_MARKER_FILE;
@@ -133,21 +132,14 @@ fn prepare(request: &RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer
     let stderr =
         fd::open_output(&request.stderr).map_err(|e| open_err("stderr", &request.stderr, e))?;
     laps.timing.stdio_us = laps.lap();
-    let args0 = guest.args.first().map(String::as_str).unwrap_or_default();
-    let entrypoint = resolve_entrypoint(&request.rootfs, args0, &guest.cwd, guest.path_env())
-        .map_err(|e| e.to_string())?;
     let annotations = spec.annotations().clone().unwrap_or_default();
     let bounds = PrepareBounds::from_settings(
         |key| std::env::var(key).ok(),
         |key| annotations.get(key).map(String::as_str),
     )
     .map_err(|e| e.to_string())?;
-    let source = WasmSource::from_file_bounded(
-        &entrypoint.guest_path,
-        &entrypoint.host_path,
-        bounds.max_payload_bytes,
-    )
-    .map_err(|e| e.to_string())?;
+    // From the rootfs, else from the image's wasm layer (fetched now, before confinement).
+    let (source, guest) = payload::source(request, guest, bounds.max_payload_bytes)?;
     laps.timing.locate_us = laps.lap();
     let http =
         HttpConfig::from_settings(|key| annotations.get(key).map(String::as_str), &guest.env)

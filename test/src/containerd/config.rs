@@ -250,10 +250,31 @@ fn cri_defaults(dir: &Path, v3: bool, runtime_plugin: &str) -> String {
     c.push_str(&format!(
         "\n[{runtime_plugin}.cni]\n  {bin_key} = {bin_value}\n  conf_dir = {cni_conf:?}\n  max_conf_num = 1\n"
     ));
+    c.push_str(&registry_hosts(dir, v3));
     c.push_str(&format!(
         "\n[{runtime_plugin}.containerd]\n  default_runtime_name = \"runc\"\n\n[{runtime_plugin}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\n[{runtime_plugin}.containerd.runtimes.runc.options]\n  Root = {runc_root:?}\n"
     ));
     c
+}
+
+/// Where CRI reads registry hosts (`<host>/hosts.toml`) from: `<dir>/certs.d`, so a test
+/// registry on 127.0.0.1 can be reached over plain HTTP (see
+/// [`Registry::trust`](crate::registry::Registry::trust)).
+pub(super) fn registry_hosts_dir(dir: &Path) -> PathBuf {
+    dir.join("certs.d")
+}
+
+/// CRI's `registry.config_path` (1.x in `grpc.v1.cri`, 2.x in `cri.v1.images`).
+fn registry_hosts(dir: &Path, v3: bool) -> String {
+    let plugin = if v3 {
+        "plugins.\"io.containerd.cri.v1.images\""
+    } else {
+        "plugins.\"io.containerd.grpc.v1.cri\""
+    };
+    format!(
+        "\n[{plugin}.registry]\n  config_path = {:?}\n",
+        registry_hosts_dir(dir)
+    )
 }
 
 /// Fill `<dir>/cni/bin` (`loopback` and the test plugin) and `<dir>/cni/conf` (a

@@ -189,6 +189,11 @@ impl Containerd {
         self.path.join("c.ttrpc.sock")
     }
 
+    /// Where CRI reads registry `hosts.toml` files from (its `config_path`).
+    pub fn registry_hosts_dir(&self) -> PathBuf {
+        super::config::registry_hosts_dir(self.dir())
+    }
+
     /// The CRI gRPC endpoint (containerd's own socket).
     pub fn cri_socket(&self) -> PathBuf {
         self.socket()

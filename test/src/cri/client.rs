@@ -114,6 +114,30 @@ impl CriClient {
         Ok(resp.image.is_some())
     }
 
+    /// `PullImage` as kubelet sends it (no runtime handler, no auth); returns the image
+    /// reference CRI answers with. containerd reads registry hosts from its `config_path`.
+    pub fn pull_image(&self, image: &str) -> Result<String, CriError> {
+        self.pull_image_for(image, "")
+    }
+
+    /// `PullImage` naming the pod's `runtime_handler` (kubelet's RuntimeClassInImageCriApi):
+    /// containerd 2.x then picks an index's manifest by that handler's `runtime_platforms`.
+    pub fn pull_image_for(&self, image: &str, runtime_handler: &str) -> Result<String, CriError> {
+        let mut c = self.images.clone();
+        let resp = self.call(
+            "PullImage",
+            c.pull_image(cri::PullImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: image.to_owned(),
+                    runtime_handler: runtime_handler.to_owned(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        )?;
+        Ok(resp.image_ref)
+    }
+
     /// Polls [`CriClient::image_present`] until it answers yes or `timeout` passes: CRI
     /// learns about images imported with `ctr` from containerd's events, which can lag (2.x).
     pub fn wait_image(&self, image: &str, timeout: Duration) -> Result<bool, CriError> {

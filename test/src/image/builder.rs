@@ -31,7 +31,10 @@ pub struct ImageBuilder {
     working_dir: Option<String>,
     /// Paths relative to `/` ("bin/sh"); the BTreeMap order puts parents before children.
     entries: BTreeMap<String, Entry>,
-    wasm_layers: Vec<Vec<u8>>,
+    /// Raw layers: `(media type, bytes)`.
+    wasm_layers: Vec<(String, Vec<u8>)>,
+    /// A wasm artifact's config media type, instead of an OCI image config.
+    config_media_type: Option<String>,
 }
 
 impl ImageBuilder {
@@ -47,6 +50,7 @@ impl ImageBuilder {
             working_dir: None,
             entries: BTreeMap::new(),
             wasm_layers: Vec::new(),
+            config_media_type: None,
         }
     }
 
@@ -149,8 +153,22 @@ impl ImageBuilder {
 
     /// Adds a raw [`WASM_LAYER_MEDIA_TYPE`] layer after the tar layer (if any). Such
     /// layers are not unpacked into a rootfs, so they add nothing to `rootfs.diff_ids`.
-    pub fn wasm_layer(mut self, wasm: impl Into<Vec<u8>>) -> Self {
-        self.wasm_layers.push(wasm.into());
+    pub fn wasm_layer(self, wasm: impl Into<Vec<u8>>) -> Self {
+        self.raw_layer(WASM_LAYER_MEDIA_TYPE, wasm)
+    }
+
+    /// Adds a raw (non-tar) layer of `media_type` (a wasm media type, or anything else to
+    /// make a bad image) after the tar layer (if any).
+    pub fn raw_layer(mut self, media_type: impl Into<String>, data: impl Into<Vec<u8>>) -> Self {
+        self.wasm_layers.push((media_type.into(), data.into()));
+        self
+    }
+
+    /// Makes the image a wasm OCI artifact: a config of `media_type` (e.g.
+    /// [`WASM_CONFIG_V0_MEDIA_TYPE`](super::WASM_CONFIG_V0_MEDIA_TYPE)) instead of an OCI
+    /// image config; entrypoint, cmd, env and working dir are then not written.
+    pub fn artifact_config(mut self, media_type: impl Into<String>) -> Self {
+        self.config_media_type = Some(media_type.into());
         self
     }
 
@@ -179,7 +197,7 @@ impl ImageBuilder {
         layers.extend(
             self.wasm_layers
                 .iter()
-                .map(|wasm| Blob::new(WASM_LAYER_MEDIA_TYPE, wasm.clone())),
+                .map(|(media_type, data)| Blob::new(media_type.clone(), data.clone())),
         );
 
         let process = ProcessConfig {
@@ -188,7 +206,10 @@ impl ImageBuilder {
             env: &self.env,
             working_dir: self.working_dir.as_deref(),
         };
-        let config = oci::config_blob(platform, process, diff_ids, layers.is_empty());
+        let config = match &self.config_media_type {
+            Some(media_type) => oci::artifact_config_blob(media_type, platform, &layers),
+            None => oci::config_blob(platform, process, diff_ids, layers.is_empty()),
+        };
         let manifest = oci::manifest_blob(&config, &layers);
         let index = oci::index_json(&manifest, platform, &full_name, tag);
 
@@ -198,6 +219,7 @@ impl ImageBuilder {
             manifest,
             config,
             layers,
+            platform: (os, architecture),
         })
     }
 

@@ -16,6 +16,8 @@ pub struct Image {
     pub(super) manifest: Blob,
     pub(super) config: Blob,
     pub(super) layers: Vec<Blob>,
+    /// `(os, architecture)`.
+    pub(super) platform: (String, String),
 }
 
 impl Image {
@@ -48,7 +50,37 @@ impl Image {
     pub fn layers(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.layers
             .iter()
-            .map(|blob| (blob.media_type, blob.data.as_slice()))
+            .map(|blob| (blob.media_type.as_str(), blob.data.as_slice()))
+    }
+
+    /// The manifest's `(media type, digest, bytes)`.
+    pub fn manifest_blob(&self) -> (&str, &str, &[u8]) {
+        let m = &self.manifest;
+        (&m.media_type, &m.digest, &m.data)
+    }
+
+    /// The config's `(media type, digest, bytes)`.
+    pub fn config_blob(&self) -> (&str, &str, &[u8]) {
+        let c = &self.config;
+        (&c.media_type, &c.digest, &c.data)
+    }
+
+    /// The layers' `(media type, digest, bytes)` in manifest order.
+    pub fn layer_blobs(&self) -> impl Iterator<Item = (&str, &str, &[u8])> {
+        self.layers
+            .iter()
+            .map(|b| (b.media_type.as_str(), b.digest.as_str(), b.data.as_slice()))
+    }
+
+    /// An image index naming the manifest for this image's platform: `(digest, bytes)`,
+    /// for pushing the image "inside an index" to a registry.
+    pub fn registry_index(&self) -> (String, Vec<u8>) {
+        let (os, architecture) = &self.platform;
+        let blob = super::oci::registry_index_blob(
+            &self.manifest,
+            super::oci::Platform { architecture, os },
+        );
+        (blob.digest, blob.data)
     }
 
     /// The OCI image layout as a tarball.

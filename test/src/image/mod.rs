@@ -36,6 +36,7 @@
 
 mod builder;
 mod error;
+mod forms;
 mod layout;
 mod names;
 mod oci;
@@ -45,6 +46,7 @@ mod tests;
 
 pub use builder::ImageBuilder;
 pub use error::ImageError;
+pub use forms::Form;
 pub use layout::Image;
 pub use names::oci_arch;
 
@@ -58,6 +60,15 @@ pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 pub const TAR_LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 /// Media type of a raw Wasm layer (a `.wasm` file, not a tar).
 pub const WASM_LAYER_MEDIA_TYPE: &str = "application/wasm";
+/// Config media type of the CNCF wasm OCI artifact (`wkg oci push`).
+pub const WASM_CONFIG_V0_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
+/// The older wasm config media type (`wasm-to-oci`, early runwasi/Spin tooling).
+pub const WASM_CONFIG_V1_MEDIA_TYPE: &str = "application/vnd.wasm.config.v1+json";
+/// The older wasm layer media type that goes with [`WASM_CONFIG_V1_MEDIA_TYPE`].
+pub const WASM_CONTENT_LAYER_V1_MEDIA_TYPE: &str = "application/vnd.wasm.content.layer.v1+wasm";
+/// The component layer media type of runwasi's image builder.
+pub const WASM_COMPONENT_LAYER_MEDIA_TYPE: &str =
+    "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm";
 /// Annotation containerd uses as the image name on import.
 pub const CONTAINERD_NAME_ANNOTATION: &str = "io.containerd.image.name";
 /// OCI annotation holding the tag of a manifest in an image layout.

@@ -17,16 +17,16 @@ use super::{
 /// A content-addressed blob.
 #[derive(Debug, Clone)]
 pub(super) struct Blob {
-    pub(super) media_type: &'static str,
+    pub(super) media_type: String,
     pub(super) digest: String,
     pub(super) data: Vec<u8>,
 }
 
 impl Blob {
-    pub(super) fn new(media_type: &'static str, data: Vec<u8>) -> Self {
+    pub(super) fn new(media_type: impl Into<String>, data: Vec<u8>) -> Self {
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
         Self {
-            media_type,
+            media_type: media_type.into(),
             digest,
             data,
         }
@@ -39,13 +39,49 @@ impl Blob {
 
     fn descriptor(&self) -> Descriptor<'_> {
         Descriptor {
-            media_type: self.media_type,
+            media_type: &self.media_type,
             digest: &self.digest,
             size: self.data.len() as u64,
             platform: None,
             annotations: None,
         }
     }
+}
+
+/// The config of a wasm OCI artifact (`config_media_type`): the CNCF v0 document (`os`,
+/// `architecture`, `layerDigests`, and `component` for wasip2), or `{}` as `wasm-to-oci`
+/// writes under the older v1 media type.
+pub(super) fn artifact_config_blob(
+    config_media_type: &str,
+    platform: Platform<'_>,
+    layers: &[Blob],
+) -> Blob {
+    if config_media_type != super::WASM_CONFIG_V0_MEDIA_TYPE {
+        return Blob::new(config_media_type, b"{}".to_vec());
+    }
+    let config = serde_json::json!({
+        "architecture": platform.architecture,
+        "os": platform.os,
+        "layerDigests": layers.iter().map(|l| l.digest.as_str()).collect::<Vec<_>>(),
+    });
+    let mut config = config;
+    if platform.os == "wasip2" {
+        config["component"] = serde_json::json!({ "exports": [], "imports": [] });
+    }
+    Blob::new(config_media_type, to_json(&config))
+}
+
+/// An index (for a registry) holding `manifest` for `platform`.
+pub(super) fn registry_index_blob(manifest: &Blob, platform: Platform<'_>) -> Blob {
+    let index = Index {
+        schema_version: 2,
+        media_type: INDEX_MEDIA_TYPE,
+        manifests: vec![Descriptor {
+            platform: Some(platform),
+            ..manifest.descriptor()
+        }],
+    };
+    Blob::new(INDEX_MEDIA_TYPE, to_json(&index))
 }
 
 /// The config blob: `platform`, the process config, and the `rootfs.diff_ids` of the tar
