@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use wasmpod_fixtures::{p1, wat};
+use wasmpod_fixtures::p1;
 use wasmpod_runtime_core::{EngineSettings, ModuleCache, WasmSource};
 use wasmpod_test::containerd::{
     Containerd, CtrOutput, RUNTIME, locate_shim, require_root_and_containerd,

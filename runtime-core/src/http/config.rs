@@ -288,7 +288,7 @@ fn digits(number: &str, form: &'static str) -> std::result::Result<u64, Problem>
 fn show_duration(duration: Duration) -> String {
     let millis = duration.as_millis();
     for (unit, per) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-        if millis % per == 0 {
+        if millis.is_multiple_of(per) {
             return format!("{}{unit}", millis / per);
         }
     }
