@@ -101,7 +101,12 @@ impl RecordedProcess {
         else {
             return None;
         };
-        // u32/u64 parsing refuses signs, so "-5" and "+5" never become pids.
+        // Digits only: Rust's integer parsing takes a leading `+`, and "-5" must never
+        // become a pid (nor wrap into kill(-1)).
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(pid) || !digits(start_time) {
+            return None;
+        }
         let pid: u32 = pid
             .parse()
             .ok()
