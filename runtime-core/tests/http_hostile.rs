@@ -473,9 +473,6 @@ fn at_the_connection_cap_the_oldest_waiting_connection_makes_room_for_a_healthy_
 }
 
 #[test]
-#[ignore = "the third request is sometimes served before a busy one ends (cap of 2 not held \
-            while both are serving); under investigation, see the issue 10 note; run with \
-            `cargo test -p wasmpod-runtime-core --test http_hostile -- --ignored`"]
 fn at_the_cap_with_every_connection_busy_new_ones_wait_and_are_served() {
     let mut server = Server::start(http::SLEEP, |http| http.max_connections = 2);
     wait_until("the server never listened", || {

@@ -150,6 +150,20 @@ impl Connections {
         self.open.len() < self.cap || self.oldest_waiting().is_some()
     }
 
+    /// Brings the open connections under the cap, evicting the oldest waiting ones;
+    /// `false` (nothing evicted beyond what was waiting) when every open connection is
+    /// serving a request. Checked when a connection is in hand, not only before
+    /// accepting: a connection accepted while another still waited for its head may
+    /// find, by the time it arrives, that one serving a request.
+    pub(crate) fn make_room(&mut self) -> bool {
+        while self.open.len() >= self.cap {
+            if !self.evict_oldest_waiting() {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Runs `connection` (whose state is `state`) as a task, evicting first if at the cap.
     pub(crate) fn spawn(
         &mut self,
@@ -204,6 +218,7 @@ impl Connections {
 
 #[cfg(test)]
 mod tests {
+    use super::super::guard::Tracked;
     use super::*;
 
     #[test]
@@ -280,6 +295,28 @@ mod tests {
         );
         assert!(!connections.evict_oldest_waiting());
         assert_eq!(connections.open.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn room_is_checked_when_a_connection_comes_not_only_before() {
+        let mut connections = Connections::new(2);
+        let states: Vec<Arc<ConnState>> = (0..2)
+            .map(|since| Arc::new(ConnState::new(since)))
+            .collect();
+        for state in &states {
+            connections.spawn(state.clone(), std::future::pending());
+        }
+        // Both wait for a head: the accept loop may accept.
+        assert!(connections.can_accept());
+        // Meanwhile both heads arrive: the accepted connection finds no room.
+        states[0].request_started();
+        states[1].request_started();
+        assert!(!connections.make_room());
+        assert_eq!(connections.open.len(), 2);
+        // Once one waits again (its response sent), it gives way.
+        drop(Tracked::new((), states[1].clone()));
+        assert!(connections.make_room());
+        assert_eq!(connections.open.len(), 1);
     }
 
     /// Runs `f` when dropped.

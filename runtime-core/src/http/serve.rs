@@ -158,26 +158,45 @@ async fn run(
     // Accept errors in a row, and when accepting may go on after the last one.
     let mut failures = 0u32;
     let mut paused_until: Option<Instant> = None;
+    // A connection accepted when every open one turned out to be serving a request: it
+    // waits here, unserved, until one ends or waits for a head (as it would have in the
+    // kernel's queue), and nothing more is accepted meanwhile.
+    let mut parked: Option<tokio::net::TcpStream> = None;
+    let start = |stream: tokio::net::TcpStream, connections: &mut Connections| {
+        let accepted = Instant::now();
+        let state = Arc::new(ConnState::new(nanos_since(settings.epoch, accepted)));
+        let connection = connection(
+            stream,
+            accepted,
+            state.clone(),
+            handler.clone(),
+            settings.clone(),
+            stopping.clone(),
+        );
+        connections.spawn(state, connection);
+    };
     if *interrupts.borrow_and_update() == 0 {
         loop {
-            let accepting = paused_until.is_none() && connections.can_accept();
+            if parked.is_some()
+                && connections.make_room()
+                && let Some(stream) = parked.take()
+            {
+                start(stream, &mut connections);
+            }
+            let accepting = parked.is_none() && paused_until.is_none() && connections.can_accept();
             let wake_at = paused_until.unwrap_or_else(|| Instant::now() + FULL_RECHECK);
             tokio::select! {
                 accepted = listener.accept(), if accepting => match accepted {
                     Ok((stream, _peer)) => {
                         failures = 0;
                         let _ = stream.set_nodelay(true);
-                        let accepted = Instant::now();
-                        let state = Arc::new(ConnState::new(nanos_since(settings.epoch, accepted)));
-                        let connection = connection(
-                            stream,
-                            accepted,
-                            state.clone(),
-                            handler.clone(),
-                            settings.clone(),
-                            stopping.clone(),
-                        );
-                        connections.spawn(state, connection);
+                        // `accepting` was decided before this connection came: the
+                        // connections waiting for a head then may be serving one now.
+                        if connections.make_room() {
+                            start(stream, &mut connections);
+                        } else {
+                            parked = Some(stream);
+                        }
                     }
                     Err(e) => {
                         let failure = AcceptFailure::of(&e);
@@ -203,6 +222,7 @@ async fn run(
         }
     }
     drop(listener);
+    drop(parked);
     let _ = stopping_tx.send(true);
     let signal = handler.interrupter.requested().unwrap_or_default();
     log::info!("{}: interrupted, draining", handler.name);
