@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::stats::Summary;
 
 /// Phases of the runner's "ready in" line, in the order logged.
-const RUNNER_PHASES: [&str; 6] = ["spawn", "spec", "stdio", "locate", "engine", "load"];
+const RUNNER_PHASES: [&str; 7] = ["spawn", "spec", "stdio", "locate", "engine", "load", "root"];
 
 /// Median milliseconds of each phase.
 #[derive(Debug, Clone, Default, Serialize)]
