@@ -1,66 +1,11 @@
-//! Seccomp filters of a container process, built with libseccomp (never hand-written BPF).
-//!
-//! Two filters, stacked (the kernel runs both on every syscall; the stricter verdict wins):
-//! - [`from_oci`]: `linux.seccomp` of the spec, as kubelet sends RuntimeDefault and
-//!   Localhost profiles. Mapped the way runc, crun and youki map it: default action (with
-//!   `defaultErrnoRet`), architectures, flags, and per rule its names, action, `errnoRet`
-//!   and argument comparisons. A name this kernel or libseccomp does not know is skipped;
-//!   several comparisons of one argument become one rule each (libseccomp cannot AND
-//!   them); `SCMP_ACT_NOTIFY` (a listener process) is refused.
-//! - [`allowlist`]: wasmpod's own, whatever the spec says. Only what wasmtime, WASI
-//!   (files, clocks, random, sockets, name lookup through glibc), the wasi:http server
-//!   (tokio, hyper) and thread creation need (see [`RUNNER_ALLOW`]). The escape toolkit
-//!   ([`KILL`]: namespaces, mounts, ptrace, bpf, keys, modules, exec, credential changes,
-//!   ...) kills the process (`SCMP_ACT_KILL_PROCESS`: the container exits 159, SIGSYS, and
-//!   the kernel logs an audit record). Anything else unlisted fails with `EPERM` and is
-//!   logged too (the filter carries `SECCOMP_FILTER_FLAG_LOG`), so a missing entry degrades
-//!   one call instead of killing a healthy guest, and shows in `dmesg` as
-//!   `audit: type=1326 ... syscall=N ... code=0x50001`.
-//!   `clone3` fails with `ENOSYS` (glibc then uses `clone`, whose flags a filter can see;
-//!   refused by a second, [`quiet`] filter so that each new thread is not logged);
-//!   `clone` must create a thread (`CLONE_THREAD`) and no namespace; signals may only go to
-//!   this process; sockets only IPv4/IPv6 stream or datagram and netlink route (glibc's
-//!   address checks) — no raw, packet or unix sockets (a hostNetwork pod could otherwise
-//!   reach the host's abstract unix sockets); `ioctl` only the few requests std, tokio,
-//!   the resolver and wasmtime's pooling allocator (`PAGEMAP_SCAN`) make.
-//!
-//! Filters apply per thread unless loaded with TSYNC; both are (and the runner is single
-//! threaded when it loads them, so every later thread inherits them anyway).
+//! wasmpod's own filters, whatever the spec says: the allowlist of a runner or a pause
+//! process ([`RUNNER_ALLOW`], [`PAUSE_ALLOW`], conditional rules for `clone`, `kill`,
+//! `socket`, `ioctl`, `prctl`), the [`KILL`] list of escape syscalls, and the runner's
+//! [`quiet`] filter of expected refusals. See the parent module's docs for the policy.
 
-use libseccomp::{
-    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
-};
-use log::debug;
-use oci_spec::runtime::{
-    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator,
-};
+use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext};
 
-/// A profile that cannot be built or loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum SeccompError {
-    #[error("linux.seccomp: {0}")]
-    Unsupported(String),
-    #[error("{what}: {source}")]
-    Library {
-        what: String,
-        #[source]
-        source: libseccomp::error::SeccompError,
-    },
-}
-
-fn lib_err(
-    what: impl Into<String>,
-) -> impl FnOnce(libseccomp::error::SeccompError) -> SeccompError {
-    let what = what.into();
-    move |source| SeccompError::Library { what, source }
-}
-
-/// Whose allowlist: a runner running a guest, or the pod's pause process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Runner,
-    Pause,
-}
+use super::{Role, SeccompError, lib_err, syscall};
 
 /// Syscalls a runner may make without conditions after confinement.
 pub const RUNNER_ALLOW: &[&str] = &[
@@ -348,16 +293,6 @@ const PRCTLS: &[u64] = &[
     libc::PR_CAPBSET_READ as u64,
 ];
 
-fn syscall(name: &str) -> Option<ScmpSyscall> {
-    match ScmpSyscall::from_name(name) {
-        Ok(call) => Some(call),
-        Err(_) => {
-            debug!("seccomp: {name} does not exist on this architecture; skipped");
-            None
-        }
-    }
-}
-
 /// wasmpod's own filter for `role`; `pid` is this process (signals may only go to it).
 pub fn allowlist(role: Role, pid: u32) -> Result<ScmpFilterContext, SeccompError> {
     let mut ctx = ScmpFilterContext::new(ScmpAction::Errno(libc::EPERM))
@@ -472,211 +407,10 @@ pub fn quiet() -> Result<ScmpFilterContext, SeccompError> {
     Ok(ctx)
 }
 
-/// The libseccomp action of an OCI action (`errno` for ERRNO and TRACE; EPERM by default).
-fn action(action: LinuxSeccompAction, errno: Option<u32>) -> Result<ScmpAction, SeccompError> {
-    let errno = errno.map_or(libc::EPERM, |e| e as i32);
-    Ok(match action {
-        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
-            ScmpAction::KillThread
-        }
-        LinuxSeccompAction::ScmpActKillProcess => ScmpAction::KillProcess,
-        LinuxSeccompAction::ScmpActTrap => ScmpAction::Trap,
-        LinuxSeccompAction::ScmpActErrno => ScmpAction::Errno(errno),
-        LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(errno as u16),
-        LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
-        LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
-        LinuxSeccompAction::ScmpActNotify => {
-            return Err(SeccompError::Unsupported(
-                "SCMP_ACT_NOTIFY (a seccomp listener) is not supported by wasmpod".into(),
-            ));
-        }
-    })
-}
-
-fn operator(op: LinuxSeccompOperator, value: u64) -> ScmpCompareOp {
-    match op {
-        LinuxSeccompOperator::ScmpCmpNe => ScmpCompareOp::NotEqual,
-        LinuxSeccompOperator::ScmpCmpLt => ScmpCompareOp::Less,
-        LinuxSeccompOperator::ScmpCmpLe => ScmpCompareOp::LessOrEqual,
-        LinuxSeccompOperator::ScmpCmpEq => ScmpCompareOp::Equal,
-        LinuxSeccompOperator::ScmpCmpGe => ScmpCompareOp::GreaterEqual,
-        LinuxSeccompOperator::ScmpCmpGt => ScmpCompareOp::Greater,
-        // OCI: `value` is the mask, `valueTwo` the value compared.
-        LinuxSeccompOperator::ScmpCmpMaskedEq => ScmpCompareOp::MaskedEqual(value),
-    }
-}
-
-/// The filter of an OCI profile (`linux.seccomp`).
-pub fn from_oci(profile: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompError> {
-    if profile.listener_path().is_some() {
-        return Err(SeccompError::Unsupported(
-            "listenerPath (a seccomp listener) is not supported by wasmpod".into(),
-        ));
-    }
-    let default = action(profile.default_action(), profile.default_errno_ret())?;
-    let mut ctx =
-        ScmpFilterContext::new(default).map_err(lib_err("creating the seccomp filter"))?;
-    let _ = ctx.set_ctl_optimize(2);
-    for arch in profile.architectures().iter().flatten() {
-        let name = arch.to_string();
-        let arch: ScmpArch = name
-            .parse()
-            .map_err(|_| SeccompError::Unsupported(format!("unknown architecture {name}")))?;
-        ctx.add_arch(arch)
-            .map_err(lib_err(format!("linux.seccomp: architecture {name}")))?;
-    }
-    for flag in profile.flags().iter().flatten() {
-        match flag {
-            LinuxSeccompFilterFlag::SeccompFilterFlagLog => ctx.set_ctl_log(true),
-            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => ctx.set_ctl_tsync(true),
-            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => ctx.set_ctl_ssb(true),
-            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => ctx.set_ctl_waitkill(true),
-        }
-        .map_err(lib_err(format!("linux.seccomp: flag {flag}")))?;
-    }
-    for rule in profile.syscalls().iter().flatten() {
-        let rule_action = action(rule.action(), rule.errno_ret())?;
-        if rule_action == default {
-            // libseccomp refuses a rule that repeats the default; it changes nothing.
-            continue;
-        }
-        let compares: Vec<ScmpArgCompare> = rule
-            .args()
-            .iter()
-            .flatten()
-            .map(|arg| {
-                let op = operator(arg.op(), arg.value());
-                let datum = match arg.op() {
-                    LinuxSeccompOperator::ScmpCmpMaskedEq => arg.value_two().unwrap_or(0),
-                    _ => arg.value(),
-                };
-                ScmpArgCompare::new(arg.index() as u32, op, datum)
-            })
-            .collect();
-        let mut indexes: Vec<usize> = rule.args().iter().flatten().map(|a| a.index()).collect();
-        indexes.sort_unstable();
-        let repeated = indexes.windows(2).any(|w| w[0] == w[1]);
-        for name in rule.names() {
-            let Some(call) = syscall(name) else {
-                continue;
-            };
-            let what = || format!("linux.seccomp: rule for {name}");
-            if repeated {
-                // One rule per comparison: any of them matching applies the action (runc).
-                for compare in &compares {
-                    ctx.add_rule_conditional(rule_action, call, std::slice::from_ref(compare))
-                        .map_err(lib_err(what()))?;
-                }
-            } else {
-                ctx.add_rule_conditional(rule_action, call, &compares)
-                    .map_err(lib_err(what()))?;
-            }
-        }
-    }
-    Ok(ctx)
-}
-
-/// Loads `ctx` into the calling process, synchronised to all of its threads.
-pub fn load(mut ctx: ScmpFilterContext, what: &str) -> Result<(), SeccompError> {
-    ctx.set_ctl_tsync(true)
-        .map_err(lib_err(format!("{what}: thread synchronisation")))?;
-    ctx.load().map_err(lib_err(format!("loading {what}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn profile(json: &str) -> LinuxSeccomp {
-        serde_json::from_str(json).unwrap()
-    }
-
-    /// Runs `f` on a thread of its own after loading `ctx` there (no TSYNC: only that
-    /// thread is filtered) and returns what `f` returned.
-    fn filtered<T: Send + 'static>(
-        ctx: ScmpFilterContext,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> T {
-        let ctx = SendCtx(ctx);
-        std::thread::spawn(move || {
-            let ctx = ctx;
-            ctx.0.load().expect("load the filter on this thread");
-            f()
-        })
-        .join()
-        .expect("filtered thread")
-    }
-
-    struct SendCtx(ScmpFilterContext);
-    // SAFETY: the context is only moved to the thread that loads it, never shared.
-    unsafe impl Send for SendCtx {}
-
-    fn errno_of(rc: libc::c_long) -> Option<i32> {
-        (rc < 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-    }
-
-    #[test]
-    fn an_oci_profile_maps_actions_errno_and_arguments() {
-        let p = profile(
-            r#"{"defaultAction":"SCMP_ACT_ALLOW",
-                "architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86","SCMP_ARCH_X32"],
-                "syscalls":[
-                  {"names":["getppid","no_such_syscall"],"action":"SCMP_ACT_ERRNO","errnoRet":38},
-                  {"names":["getpriority"],"action":"SCMP_ACT_ERRNO",
-                   "args":[{"index":0,"value":1,"op":"SCMP_CMP_EQ"}]},
-                  {"names":["getpgid"],"action":"SCMP_ACT_ERRNO","errnoRet":22,
-                   "args":[{"index":0,"value":255,"valueTwo":7,"op":"SCMP_CMP_MASKED_EQ"}]}]}"#,
-        );
-        let ctx = from_oci(&p).unwrap();
-        let (ppid, prio_process, prio_group, pgid_masked, pgid_other) = filtered(ctx, || {
-            // SAFETY: side-effect-free getters with plain integer arguments.
-            unsafe {
-                (
-                    errno_of(libc::syscall(libc::SYS_getppid)),
-                    errno_of(libc::syscall(libc::SYS_getpriority, 0, 0)),
-                    errno_of(libc::syscall(libc::SYS_getpriority, 1, 0)),
-                    errno_of(libc::syscall(libc::SYS_getpgid, 0x107)),
-                    errno_of(libc::syscall(libc::SYS_getpgid, 0)),
-                )
-            }
-        });
-        assert_eq!(ppid, Some(38), "errnoRet");
-        assert_eq!(prio_process, None, "argument 0 is 0: allowed");
-        assert_eq!(
-            prio_group,
-            Some(libc::EPERM),
-            "argument 0 is 1: default errno EPERM"
-        );
-        assert_eq!(pgid_masked, Some(22), "0x107 & 0xff == 7");
-        assert_eq!(pgid_other, None);
-    }
-
-    #[test]
-    fn repeated_argument_indexes_become_separate_rules() {
-        let p = profile(
-            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
-                {"names":["getpriority"],"action":"SCMP_ACT_ERRNO","errnoRet":1,
-                 "args":[{"index":0,"value":1,"op":"SCMP_CMP_EQ"},
-                         {"index":0,"value":2,"op":"SCMP_CMP_EQ"}]}]}"#,
-        );
-        let denied = filtered(from_oci(&p).unwrap(), || {
-            // SAFETY: as above.
-            unsafe {
-                [0, 1, 2].map(|which| errno_of(libc::syscall(libc::SYS_getpriority, which, 0)))
-            }
-        });
-        assert_eq!(denied, [None, Some(1), Some(1)]);
-    }
-
-    #[test]
-    fn a_notify_profile_is_refused_by_name() {
-        let p = profile(
-            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
-                {"names":["getpid"],"action":"SCMP_ACT_NOTIFY"}]}"#,
-        );
-        let err = from_oci(&p).unwrap_err().to_string();
-        assert!(err.contains("SCMP_ACT_NOTIFY"), "{err}");
-    }
+    use crate::os::seccomp::test_support::*;
 
     #[test]
     fn the_runner_allowlist_keeps_threads_and_inet_sockets_and_refuses_the_rest() {
@@ -716,8 +450,6 @@ mod tests {
         assert_eq!(seen.5, Some(libc::ENOSYS), "clone3");
     }
 
-    /// What the filters cost per syscall (no assertion: a figure for the docs). Run with
-    /// `cargo test --workspace --bins -- --ignored --nocapture seccomp_cost`.
     #[test]
     #[ignore = "a measurement, not a test"]
     fn seccomp_cost() {
