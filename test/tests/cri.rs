@@ -23,6 +23,7 @@
 //! `cri/node.rs`.
 
 #[path = "cri/node.rs"]
+#[macro_use]
 mod node;
 
 use std::time::{Duration, Instant};
@@ -390,26 +391,6 @@ fn node_is_ready(n: &Node, version: ContainerdVersion) {
             .expect("ImageStatus"),
         "{version}: {PAUSE_IMAGE} not present"
     );
-}
-
-/// A module per containerd version holding one `#[test]` per case, which runs the case on
-/// a fresh node of that version ([`node::on_node`]).
-macro_rules! cri_suite {
-    (versions { $($module:ident => $version:expr),* $(,)? } cases $cases:tt) => {
-        $( cri_suite!(@module $module => $version, $cases); )*
-    };
-    (@module $module:ident => $version:expr, [$($case:ident),* $(,)?]) => {
-        mod $module {
-            use super::*;
-
-            $(
-                #[test]
-                fn $case() {
-                    node::on_node($version, super::$case);
-                }
-            )*
-        }
-    };
 }
 
 cri_suite! {

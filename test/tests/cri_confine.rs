@@ -10,6 +10,7 @@
 
 #[path = "cri/node.rs"]
 #[allow(dead_code)] // shared with cri.rs, which uses the steps this suite does not
+#[macro_use]
 mod node;
 
 use std::collections::BTreeMap;
@@ -385,25 +386,6 @@ fn user_namespace_fails_create(n: &Node, version: ContainerdVersion) {
         let left = n.c.wait_no_leftovers(Duration::from_secs(10));
         assert!(left.is_empty(), "{version}: left behind:\n{left}");
     }
-}
-
-/// A module per containerd version holding one `#[test]` per case (as in `cri.rs`).
-macro_rules! cri_suite {
-    (versions { $($module:ident => $version:expr),* $(,)? } cases $cases:tt) => {
-        $( cri_suite!(@module $module => $version, $cases); )*
-    };
-    (@module $module:ident => $version:expr, [$($case:ident),* $(,)?]) => {
-        mod $module {
-            use super::*;
-
-            $(
-                #[test]
-                fn $case() {
-                    node::on_node($version, super::$case);
-                }
-            )*
-        }
-    };
 }
 
 cri_suite! {

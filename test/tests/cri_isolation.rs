@@ -10,6 +10,7 @@
 // Shared with the CRI suite, which uses steps this one does not.
 #[allow(dead_code)]
 #[path = "cri/node.rs"]
+#[macro_use]
 mod node;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -397,25 +398,6 @@ fn pod_pid_namespace_is_shared(n: &Node, version: ContainerdVersion) {
         assert_eq!(status.exit_code, 143, "{version}: {status:?}");
     }
     n.teardown(&pod);
-}
-
-/// A module per containerd version holding one `#[test]` per case (as in `cri.rs`).
-macro_rules! cri_suite {
-    (versions { $($module:ident => $version:expr),* $(,)? } cases $cases:tt) => {
-        $( cri_suite!(@module $module => $version, $cases); )*
-    };
-    (@module $module:ident => $version:expr, [$($case:ident),* $(,)?]) => {
-        mod $module {
-            use super::*;
-
-            $(
-                #[test]
-                fn $case() {
-                    node::on_node($version, super::$case);
-                }
-            )*
-        }
-    };
 }
 
 cri_suite! {

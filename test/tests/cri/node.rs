@@ -325,3 +325,24 @@ fn processes_in_netns(inode: u64) -> Vec<i32> {
         })
         .collect()
 }
+
+/// A module per containerd version holding one `#[test]` per case, which runs the case on
+/// a fresh node of that version ([`node::on_node`]).
+#[allow(unused_macros)]
+macro_rules! cri_suite {
+    (versions { $($module:ident => $version:expr),* $(,)? } cases $cases:tt) => {
+        $( cri_suite!(@module $module => $version, $cases); )*
+    };
+    (@module $module:ident => $version:expr, [$($case:ident),* $(,)?]) => {
+        mod $module {
+            use super::*;
+
+            $(
+                #[test]
+                fn $case() {
+                    node::on_node($version, super::$case);
+                }
+            )*
+        }
+    };
+}
