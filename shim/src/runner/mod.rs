@@ -172,6 +172,9 @@ fn prepare(request: &RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer
     let preopens = rootview::enter(&guest.mounts, &request.bundle).map_err(|e| e.to_string())?;
     laps.timing.root_us = laps.lap();
     confinement.finish().map_err(|e| e.to_string())?;
+    // Preparation is over: what the compile thread and the filter building freed is given
+    // back, so an idle container holds only what its guest uses.
+    crate::os::memory::release_free_memory();
 
     let config = WasiConfig {
         args: guest.args,
