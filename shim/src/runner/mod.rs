@@ -175,6 +175,7 @@ fn prepare(request: &RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer
     // Preparation is over: what the compile thread and the filter building freed is given
     // back, so an idle container holds only what its guest uses.
     crate::os::memory::release_free_memory();
+    crate::os::memory::drop_code_mappings();
 
     let config = WasiConfig {
         args: guest.args,
