@@ -55,15 +55,26 @@ impl Snapshot {
     }
 
     /// Put every file back (in reverse order); tries them all and returns the first error.
+    /// Files that are as they were are left alone.
     pub fn restore(&self, host: &HostRoot) -> Result<(), HostError> {
         let mut first = None;
         for saved in self.files.iter().rev() {
             let result = match &saved.content {
-                None => host.remove(&saved.path),
+                None if !host.exists(&saved.path) => Ok(false),
+                None => host.remove(&saved.path).map(|()| true),
                 Some((bytes, mode)) => restore_file(host, &saved.path, bytes, *mode),
             };
             match result {
-                Ok(()) => log::info!("put back {}", saved.path.display()),
+                Ok(true) => log::info!(
+                    "{} {}",
+                    if saved.content.is_some() {
+                        "put back"
+                    } else {
+                        "removed"
+                    },
+                    saved.path.display()
+                ),
+                Ok(false) => log::debug!("{} unchanged", saved.path.display()),
                 Err(e) => {
                     log::error!("could not put back {}: {e}", saved.path.display());
                     first.get_or_insert(e);
@@ -74,19 +85,22 @@ impl Snapshot {
     }
 }
 
-fn restore_file(host: &HostRoot, path: &Path, bytes: &[u8], mode: u32) -> Result<(), HostError> {
-    if host.read(path)?.as_deref() == Some(bytes) {
-        return Ok(());
+/// Write `bytes` with `mode` back unless the file holds them already; whether it wrote.
+fn restore_file(host: &HostRoot, path: &Path, bytes: &[u8], mode: u32) -> Result<bool, HostError> {
+    let local = host.join(path);
+    let same_mode =
+        std::fs::metadata(&local).is_ok_and(|m| m.permissions().mode() & 0o7777 == mode);
+    if same_mode && host.read(path)?.as_deref() == Some(bytes) {
+        return Ok(false);
     }
     host.write_atomic(path, bytes, mode)?;
-    let local = host.join(path);
-    std::fs::set_permissions(&local, std::fs::Permissions::from_mode(mode)).map_err(|source| {
-        HostError {
+    std::fs::set_permissions(&local, std::fs::Permissions::from_mode(mode))
+        .map(|()| true)
+        .map_err(|source| HostError {
             op: "setting the mode of",
             path: local,
             source,
-        }
-    })
+        })
 }
 
 #[cfg(test)]

@@ -526,6 +526,53 @@ mod tests {
     }
 
     #[test]
+    fn nsenters_exec_failures_are_explained_like_ours() {
+        let elf = parse_elf(&elf64(183, "/lib/ld-linux-aarch64.so.1")).unwrap();
+        let failed = |stderr: &str| Reason::Failed {
+            command: "nsenter ... --version".into(),
+            status: "exit status: 126".into(),
+            stderr: stderr.into(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("shim");
+        std::fs::write(&file, b"x").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let reason = explain(
+            failed("nsenter: failed to execute /usr/local/bin/shim: Permission denied"),
+            &file,
+            &elf,
+        );
+        assert!(
+            reason.to_string().contains("no exec permission"),
+            "{reason}"
+        );
+        let reason = explain(
+            failed("nsenter: failed to execute /usr/local/bin/shim: Exec format error"),
+            &file,
+            &elf,
+        );
+        assert!(reason.to_string().contains("for aarch64"), "{reason}");
+        let reason = explain(
+            failed("nsenter: failed to execute /usr/local/bin/shim: No such file or directory"),
+            &file,
+            &elf,
+        );
+        assert!(
+            reason
+                .to_string()
+                .contains("/lib/ld-linux-aarch64.so.1 is missing"),
+            "{reason}"
+        );
+        // The loader's own message is passed through as it is.
+        let loader = "shim: /lib/x86_64-linux-gnu/libc.so.6: version `GLIBC_2.34' not found";
+        assert!(
+            explain(failed(loader), &file, &elf)
+                .to_string()
+                .contains(loader)
+        );
+    }
+
+    #[test]
     fn wrong_architecture_is_named_without_running_it() {
         let other = if machine_for(&node_machine()) == Some(183) {
             62
