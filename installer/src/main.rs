@@ -353,10 +353,36 @@ mod tests {
     }
 
     #[test]
+    fn refusals_have_their_own_exit_codes() {
+        use wasmpod_installer::restart::RestartError;
+        use wasmpod_installer::validate::ValidateError;
+        let rolled = |cause: Error| Error::RolledBack {
+            cause: Box::new(cause),
+            rollback: String::new(),
+        };
+        let restart = || Error::Restart(RestartError::NoRestartMethod);
+        assert_eq!(exit_code(&restart()), 1);
+        assert_eq!(exit_code(&rolled(restart())), 3);
+        let rejected = || {
+            Error::Validate(ValidateError::Rejected {
+                message: String::new(),
+            })
+        };
+        assert_eq!(exit_code(&rolled(rejected())), 6);
+        assert_eq!(exit_code(&Error::TasksRunning { tasks: Vec::new() }), 7);
+    }
+
+    #[test]
     fn bad_usage_is_refused() {
         assert!(parse(args("frobnicate")).is_err());
         assert!(parse(args("install --config-version 1 --no-shim")).is_err());
         assert!(parse(args("install --cgroup-driver maybe --no-shim")).is_err());
         assert!(parse(args("install --shim /nonexistent")).is_err());
+        let cli = parse(args(
+            "uninstall --force --no-validate --no-shim-check --containerd-bin /x/containerd",
+        ))
+        .unwrap();
+        assert!(cli.opts.force && !cli.opts.validate && !cli.opts.shim_check);
+        assert_eq!(cli.opts.containerd_bin, "/x/containerd");
     }
 }
