@@ -1,5 +1,6 @@
-//! The cgroup of one container: create it at `linux.cgroupsPath`, apply the spec's limits,
-//! put the container process in it, read its usage, remove it.
+//! The cgroup of one container: create it at `linux.cgroupsPath`, apply the spec's limits
+//! (and later changes of them: Update), put the container process in it, freeze and thaw it
+//! (Pause, Resume), read its usage, remove it.
 //!
 //! Works on cgroup v2 (unified) and v1 (one hierarchy per controller; this machine's hybrid
 //! layout), with the cgroupfs driver (`/parent/child` paths) and the systemd driver
@@ -26,8 +27,10 @@ use oci_spec::runtime::LinuxResources;
 use crate::os::spawn::CgroupJoin;
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-/// v1 controllers a container cgroup is made in.
-const V1_CONTROLLERS: [&str; 4] = ["memory", "cpu", "cpuacct", "pids"];
+/// v1 controllers a container cgroup is made in (those mounted on the node).
+const V1_CONTROLLERS: [&str; 5] = ["memory", "cpu", "cpuacct", "pids", "freezer"];
+/// How long Pause and Resume wait for the kernel to report the cgroup frozen or thawed.
+const FREEZE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -41,6 +44,17 @@ pub enum CgroupError {
         "cgroupsPath {path:?} is refused: {reason} (it must name a cgroup below the cgroup hierarchy root)"
     )]
     Escapes { path: String, reason: &'static str },
+    #[error(
+        "the node has no cgroup freezer (cgroup v1 without the freezer controller mounted); pause is not possible"
+    )]
+    NoFreezer,
+    #[error("{path} did not reach {wanted:?} within {timeout:?} (it reads {found:?})")]
+    FreezeTimeout {
+        path: PathBuf,
+        wanted: &'static str,
+        found: String,
+        timeout: std::time::Duration,
+    },
     #[error("cgroup directory {0} is not on a cgroup filesystem; refusing to create it")]
     NotCgroupFs(PathBuf),
     #[error("{action} {path}: {source}")]
@@ -269,6 +283,70 @@ impl Cgroup {
 
     fn read(&self, controller: &str, file: &str) -> Option<String> {
         std::fs::read_to_string(self.controller_dir(controller)?.join(file)).ok()
+    }
+
+    /// Applies changed limits to the running container (containerd's Update, CRI's
+    /// UpdateContainerResources): only what `resources` sets is written.
+    pub fn update(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
+        self.apply(resources)
+    }
+
+    /// The memory limit in force, bytes (`None`: unlimited or unreadable).
+    pub fn memory_limit(&self) -> Option<u64> {
+        let file = if self.v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        self.read("memory", file)?.trim().parse().ok()
+    }
+
+    /// The file holding the memory limit in force, for a process that reads it after it
+    /// can no longer see the cgroup filesystem (`None` without a memory controller).
+    pub fn memory_limit_file(&self) -> Option<PathBuf> {
+        let file = if self.v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        Some(self.controller_dir("memory")?.join(file))
+    }
+
+    /// Freezes (`true`) or thaws every process of the cgroup and waits until the kernel
+    /// reports it done (v1 `freezer.state`, v2 `cgroup.freeze` and `cgroup.events`).
+    pub fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
+        let (control, value, state_file, wanted) = match (self.v2, frozen) {
+            (true, true) => ("cgroup.freeze", "1", "cgroup.events", "frozen 1"),
+            (true, false) => ("cgroup.freeze", "0", "cgroup.events", "frozen 0"),
+            (false, true) => ("freezer.state", "FROZEN", "freezer.state", "FROZEN"),
+            (false, false) => ("freezer.state", "THAWED", "freezer.state", "THAWED"),
+        };
+        let dir = self
+            .controller_dir("freezer")
+            .ok_or(CgroupError::NoFreezer)?
+            .to_owned();
+        let control_path = dir.join(control);
+        std::fs::write(&control_path, value).map_err(io("writing", &control_path))?;
+        let state_path = dir.join(state_file);
+        let reached = |text: &str| text.lines().any(|line| line.trim() == wanted);
+        let deadline = std::time::Instant::now() + FREEZE_TIMEOUT;
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            let found = std::fs::read_to_string(&state_path).map_err(io("reading", &state_path))?;
+            if reached(&found) {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(CgroupError::FreezeTimeout {
+                    path: state_path,
+                    wanted,
+                    found: found.trim().to_owned(),
+                    timeout: FREEZE_TIMEOUT,
+                });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(50));
+        }
     }
 
     fn apply(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
@@ -514,6 +592,14 @@ mod tests {
         }
         assert_eq!(cgroup.usage().pids, 1);
         assert_eq!(cgroup.pids(), [child.id()]);
+        // Update: new limits land in the files.
+        let changed: LinuxResources =
+            serde_json::from_str(r#"{"memory":{"limit":134217728},"pids":{"limit":32}}"#).unwrap();
+        cgroup.update(&changed).unwrap();
+        assert_eq!(cgroup.memory_limit(), Some(128 << 20));
+        // Pause and resume: set_frozen returns once the kernel reports the state.
+        cgroup.set_frozen(true).unwrap();
+        cgroup.set_frozen(false).unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
         cgroup.remove().unwrap();
