@@ -7,18 +7,17 @@
 mod error;
 mod events;
 mod image;
-mod launcher;
 mod lifecycle;
 mod logging;
 mod os;
-mod protocol;
+mod process;
 mod reaper;
-mod runc;
-mod runner;
-mod runner_process;
 mod service;
 mod shim;
 mod state;
+
+use process::runner::child;
+use process::runner::protocol::{PAUSE_SUBCOMMAND, RUNNER_SUBCOMMAND};
 
 /// The runtime type containerd knows this shim by.
 const RUNTIME_ID: &str = "io.containerd.wasmpod.v1";
@@ -30,8 +29,8 @@ fn main() {
     MAIN_BEGAN.get_or_init(std::time::Instant::now);
     let mut args = std::env::args_os();
     match args.nth(1).as_ref().and_then(|a| a.to_str()) {
-        Some(protocol::RUNNER_SUBCOMMAND) => std::process::exit(runner::main(args.next())),
-        Some(protocol::PAUSE_SUBCOMMAND) => std::process::exit(runner::pause::main()),
+        Some(RUNNER_SUBCOMMAND) => std::process::exit(child::main(args.next())),
+        Some(PAUSE_SUBCOMMAND) => std::process::exit(child::pause::main()),
         _ => {}
     }
     // The crate's FIFO logger livelocks when the FIFO loses its reader; see `logging`.

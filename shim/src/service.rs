@@ -25,7 +25,7 @@ use log::debug;
 
 use crate::error::{TaskError, TaskResult};
 use crate::events::to_timestamp;
-use crate::launcher::CreateRequest;
+use crate::process::CreateRequest;
 use crate::lifecycle::Containers;
 use crate::os::cgroup::CgroupUsage;
 use crate::os::{proc_stats, rootfs::RootfsMount};

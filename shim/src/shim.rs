@@ -13,7 +13,8 @@ use containerd_shim::{Config, ExitSignal, Flags, StartOpts};
 use log::{debug, info, warn};
 
 use crate::events::{EventSink, RemoteEvents, to_timestamp};
-use crate::launcher::ShimLauncher;
+use crate::process::dispatch::ShimLauncher;
+use crate::process::runner::protocol::RUNNER_PID_FILE;
 use crate::lifecycle::Containers;
 use crate::os::pidfile::{KillOutcome, RecordedProcess};
 use crate::os::rootfs;
@@ -72,7 +73,7 @@ impl WasmpodShim {
     /// ([`RecordedProcess::kill`]); a pid file that is malformed, names pid 0/1 or a process
     /// started at another time is refused and nothing is signalled. Returns the pid.
     fn kill_leftover_runner(&self, bundle: &Path) -> Option<u32> {
-        let path = bundle.join(crate::launcher::RUNNER_PID_FILE);
+        let path = bundle.join(RUNNER_PID_FILE);
         let recorded = match RecordedProcess::read(&path) {
             Ok(recorded) => recorded?,
             Err(e) => {
@@ -140,7 +141,7 @@ impl containerd_shim::Shim for WasmpodShim {
             err: e,
         })?;
         let pid = self.kill_leftover_runner(&bundle);
-        crate::runc::force_delete(&self.id, &bundle);
+        crate::process::runc::force_delete(&self.id, &bundle);
         if let Err(e) = rootfs::unmount(&bundle.join("rootfs")) {
             warn!("cleaning up {}: {e}", self.id);
         }
@@ -175,11 +176,11 @@ impl containerd_shim::Shim for WasmpodShim {
 
     fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
         crate::logging::init(self.debug);
-        crate::runner::warn_if_cache_off();
+        crate::process::runner::warn_if_cache_off();
         let events: Arc<dyn EventSink> =
             Arc::new(RemoteEvents::new(publisher, self.namespace.clone()));
         let launcher = ShimLauncher {
-            containerd: Some(crate::protocol::ContainerdApi {
+            containerd: Some(crate::image::ContainerdApi {
                 address: self.containerd_address.clone(),
                 namespace: self.namespace.clone(),
             }),

@@ -11,10 +11,16 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::image::ContainerdApi;
+
 /// The argv[1] that turns the shim binary into a runner.
 pub const RUNNER_SUBCOMMAND: &str = "__run";
 /// The argv[1] that turns the shim binary into a pod sandbox's pause process.
 pub const PAUSE_SUBCOMMAND: &str = "__pause";
+/// File in the bundle holding the runner's pid and start time ([`crate::os::pidfile`]).
+pub const RUNNER_PID_FILE: &str = "runner.pid";
+/// File a runner writes into its bundle when its guest ran out of memory.
+pub const OOM_MARKER_FILE: &str = "oom";
 /// Runner → shim: one JSON [`RunnerStatus`] line, then EOF.
 pub const STATUS_FD: i32 = 3;
 /// Shim → runner: one byte means start; EOF means never start.
@@ -34,14 +40,6 @@ pub struct RunnerRequest {
     /// ([`crate::image`]); absent for runners made without a containerd (tests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub containerd: Option<ContainerdApi>,
-}
-
-/// Where containerd's gRPC API is and the namespace of the shim's containers.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ContainerdApi {
-    /// containerd's socket (the shim's `-address` flag).
-    pub address: String,
-    pub namespace: String,
 }
 
 /// The runner's answer once the container is prepared.

@@ -2,7 +2,7 @@
 //!
 //! Create re-executes the shim as `__run` (a wasm container) or `__pause` (the sandbox),
 //! inside the container's cgroup and namespaces (entered between fork and exec), and waits
-//! for its verdict on the status pipe ([`crate::protocol`]). Start is one byte on the start
+//! for its verdict on the status pipe ([`super::protocol`]). Start is one byte on the start
 //! pipe.
 
 use std::ffi::OsStr;
@@ -14,19 +14,16 @@ use std::time::Instant;
 use log::{debug, warn};
 use oci_spec::runtime::Spec;
 
-use crate::error::{TaskError, TaskResult};
-use crate::launcher::{
-    ContainerKind, ContainerProcess, CreateRequest, OOM_MARKER_FILE, ProcessCore, RUNNER_PID_FILE,
-    create_cgroup,
+use super::protocol::{
+    ContainerdApi, OOM_MARKER_FILE, PAUSE_SUBCOMMAND, PrepareTiming, RUNNER_PID_FILE,
+    RUNNER_SUBCOMMAND, RunnerRequest, RunnerStatus, START_FD, STATUS_FD,
 };
+use crate::error::{TaskError, TaskResult};
+use crate::process::{ContainerKind, ContainerProcess, CreateRequest, ProcessCore};
 use crate::os::cgroup::{Cgroup, CgroupUsage, SpawnEntry};
 use crate::os::namespaces::NamespacePlan;
 use crate::os::spawn::{self, CgroupJoin, SpawnRequest};
 use crate::os::{fd, signals};
-use crate::protocol::{
-    ContainerdApi, PAUSE_SUBCOMMAND, PrepareTiming, RUNNER_SUBCOMMAND, RunnerRequest, RunnerStatus,
-    START_FD, STATUS_FD,
-};
 
 struct RunnerProcess {
     core: ProcessCore,
@@ -78,6 +75,22 @@ pub fn create(
             Err(e)
         }
     }
+}
+
+/// The cgroup a spec asks for, created with its resources applied.
+pub fn create_cgroup(id: &str, spec: &Spec) -> TaskResult<Option<Cgroup>> {
+    let Some(linux) = spec.linux() else {
+        return Ok(None);
+    };
+    let Some(path) = linux.cgroups_path().as_ref() else {
+        return Ok(None);
+    };
+    let cgroup = Cgroup::new(&path.display().to_string())
+        .map_err(|e| TaskError::InvalidArgument(format!("container {id}: {e}")))?;
+    cgroup
+        .create(linux.resources().as_ref())
+        .map_err(|e| TaskError::internal(format!("container {id}: cgroup"), e))?;
+    Ok(Some(cgroup))
 }
 
 fn spawn(

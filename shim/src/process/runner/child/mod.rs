@@ -6,7 +6,7 @@
 //! SIGQUIT interrupt the guest (exit 128 + signal) even in a tight loop; a guest blocked in
 //! a host call is ended after [`signals::BLOCKED_GUEST_GRACE`]. SIGKILL is the kernel's.
 
-pub(crate) mod confine;
+pub mod confine;
 pub mod pause;
 mod payload;
 mod rootview;
@@ -24,9 +24,10 @@ use wasmpod_runtime_core::{
     EngineSettings, ExitStatus, HttpConfig, PrepareBounds, Prepared, Runtime, WasiConfig,
 };
 
-use crate::launcher::OOM_MARKER_FILE;
+use super::protocol::{
+    OOM_MARKER_FILE, PrepareTiming, RunnerRequest, RunnerStatus, START_FD, STATUS_FD,
+};
 use crate::os::fd;
-use crate::protocol::{PrepareTiming, RunnerRequest, RunnerStatus, START_FD, STATUS_FD};
 use spec::GuestSpec;
 
 /// Exit code of a runner that could not prepare its container (the shim reports why).

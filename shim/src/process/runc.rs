@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use log::warn;
 
 use crate::error::{TaskError, TaskResult};
-use crate::launcher::{ContainerProcess, CreateRequest, ProcessCore};
+use super::{ContainerProcess, CreateRequest, ProcessCore};
 use crate::os::cgroup::{Cgroup, CgroupUsage};
 use crate::os::{exec, fd};
 

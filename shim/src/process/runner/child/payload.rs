@@ -14,7 +14,7 @@ use wasmpod_runtime_core::{Error as CoreError, WasmSource};
 
 use super::spec::GuestSpec;
 use crate::image::{self, ImageError, manifest::Form};
-use crate::protocol::RunnerRequest;
+use crate::process::runner::protocol::RunnerRequest;
 
 /// The payload of `request`'s container, and `guest` with the argv the guest will see; a
 /// payload above `max_bytes` is refused from its size, before it is read.

@@ -16,7 +16,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use oci_spec::runtime::Spec;
 
 use crate::os::{fd, mountns};
-use crate::protocol::{RunnerStatus, START_FD, STATUS_FD};
+use crate::process::runner::protocol::{RunnerStatus, START_FD, STATUS_FD};
 
 use super::confine::{self, Role};
 use super::signals::reap_children;
