@@ -14,6 +14,7 @@ use log::{debug, info, warn};
 
 use crate::events::{EventSink, RemoteEvents, to_timestamp};
 use crate::process::dispatch::ShimLauncher;
+use crate::process::runner::parent::RunnerSettings;
 use crate::process::runner::protocol::RUNNER_PID_FILE;
 use crate::lifecycle::Containers;
 use crate::os::pidfile::{KillOutcome, RecordedProcess};
@@ -176,15 +177,19 @@ impl containerd_shim::Shim for WasmpodShim {
 
     fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
         crate::logging::init(self.debug);
-        crate::process::runner::warn_if_cache_off();
+        let cache_dir = crate::process::runner::child::cache_dir();
+        crate::process::runner::warn_if_cache_off(cache_dir.as_deref());
         let events: Arc<dyn EventSink> =
             Arc::new(RemoteEvents::new(publisher, self.namespace.clone()));
-        let launcher = ShimLauncher {
+        let exe = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
+        let launcher = ShimLauncher::new(RunnerSettings {
+            exe,
             containerd: Some(crate::image::ContainerdApi {
                 address: self.containerd_address.clone(),
                 namespace: self.namespace.clone(),
             }),
-        };
+            cache_dir,
+        });
         let containers = Arc::new(Containers::new(Box::new(launcher), events));
         crate::reaper::forward_exits(containers.clone());
         let service = TaskService::new(containers, self.exit.clone());

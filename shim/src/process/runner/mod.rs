@@ -3,6 +3,7 @@
 //!
 //! - [`protocol`]: what crosses between them (subcommands, descriptor numbers, the request,
 //!   the status line, the files a runner leaves in its bundle);
+//! - [`spec`]: the guest's view of the OCI spec, computed by the shim, used by the child;
 //! - [`parent`]: the shim's side, a [`crate::process::ContainerProcess`]: spawns this binary
 //!   into the container's cgroup and namespaces ([`crate::os::spawn`]), sends the request,
 //!   waits for the status, writes the start byte;
@@ -12,6 +13,7 @@
 pub mod child;
 pub mod parent;
 pub mod protocol;
+pub mod spec;
 
 pub use child::confine::refuse_user_namespace;
 pub use child::warn_if_cache_off;

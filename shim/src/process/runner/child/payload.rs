@@ -1,6 +1,6 @@
-//! Where a runner's payload comes from: the entrypoint's file in the rootfs (classic images),
-//! else, when the rootfs does not hold it, the wasm layer of the container's image read from
-//! containerd ([`crate::image`]). Runs during preparation, before any confinement, and
+//! Where a runner's payload comes from: the entrypoint's file in the rootfs (classic images;
+//! the shim found it, [`Entrypoint`]), else, when the rootfs does not hold it, the wasm layer
+//! of the container's image read from containerd ([`crate::image`]). Runs during preparation, before any confinement, and
 //! leaves no client, runtime or connection behind.
 //!
 //! For a wasm artifact the guest's argv[0] is the module's name and the container's
@@ -9,12 +9,12 @@
 //! runs: a core module under a config saying `wasip2` runs as the WASI preview 1 command it
 //! is (the header cannot lie; the config's `os` is a label).
 
-use wasmpod_runtime_core::locate::resolve_entrypoint;
-use wasmpod_runtime_core::{Error as CoreError, WasmSource};
+use wasmpod_runtime_core::WasmSource;
 
-use super::spec::GuestSpec;
-use crate::image::{self, ImageError, manifest::Form};
-use crate::process::runner::protocol::RunnerRequest;
+use super::failure;
+use crate::image::{self, manifest::Form};
+use crate::process::runner::protocol::{Entrypoint, Failure, FailureKind, RunnerRequest};
+use crate::process::runner::spec::GuestSpec;
 
 /// The payload of `request`'s container, and `guest` with the argv the guest will see; a
 /// payload above `max_bytes` is refused from its size, before it is read.
@@ -22,29 +22,41 @@ pub fn source(
     request: &RunnerRequest,
     mut guest: GuestSpec,
     max_bytes: u64,
-) -> Result<(WasmSource, GuestSpec), String> {
+) -> Result<(WasmSource, GuestSpec), Failure> {
     let args0 = guest.args.first().map(String::as_str).unwrap_or_default();
-    let not_in_rootfs =
-        match resolve_entrypoint(&request.rootfs, args0, &guest.cwd, guest.path_env()) {
-            Ok(entry) => {
-                let source =
-                    WasmSource::from_file_bounded(&entry.guest_path, &entry.host_path, max_bytes)
-                        .map_err(|e| e.to_string())?;
-                return Ok((source, guest));
-            }
-            Err(e @ (CoreError::EntrypointNotFound { .. } | CoreError::NoEntrypoint)) => e,
-            Err(e) => return Err(e.to_string()),
-        };
-    let Some(api) = &request.containerd else {
-        return Err(not_in_rootfs.to_string());
-    };
-    let payload = image::read_payload(api, &request.id, max_bytes).map_err(|e| match e {
-        // Neither place has it: say both.
-        ImageError::NoImage
-        | ImageError::Manifest(image::manifest::ManifestError::NoWasmLayer { .. }) => {
-            format!("{not_in_rootfs}; the image has no wasm layer either: {e}")
+    let not_in_rootfs = match &request.entrypoint {
+        Entrypoint::Rootfs {
+            guest_path,
+            host_path,
+        } => {
+            let source = WasmSource::from_file_bounded(guest_path, host_path, max_bytes)
+                .map_err(failure::core)?;
+            return Ok((source, guest));
         }
-        e => format!("reading the wasm layer of the container's image: {e}"),
+        Entrypoint::NotInRootfs { reason } => reason,
+        Entrypoint::None => {
+            return Err(Failure::new(
+                FailureKind::Protocol,
+                "a runner was started without an entrypoint",
+            ));
+        }
+    };
+    let Some(api) = &request.containerd else {
+        return Err(Failure::new(FailureKind::Payload, not_in_rootfs));
+    };
+    let payload = image::read_payload(api, &request.id, max_bytes).map_err(|e| {
+        if failure::image_has_no_payload(&e) {
+            // Neither place has it: say both.
+            Failure::new(
+                FailureKind::Payload,
+                format!("{not_in_rootfs}; the image has no wasm layer either: {e}"),
+            )
+        } else {
+            Failure::new(
+                failure::image_kind(&e),
+                format!("reading the wasm layer of the container's image: {e}"),
+            )
+        }
     })?;
     let name = match payload.form {
         Form::Artifact => payload.module_name.clone(),
@@ -56,10 +68,11 @@ pub fn source(
         None => WasmSource::from_bytes(&name, bytes),
     }
     .map_err(|e| {
-        format!(
+        let message = format!(
             "layer {} ({}) of image {}: {e}",
             payload.layer.digest, payload.layer.media_type, payload.image
-        )
+        );
+        Failure::new(FailureKind::of_core_error(&e), message)
     })?;
     if payload.form == Form::Artifact {
         guest.args.insert(0, payload.module_name);
