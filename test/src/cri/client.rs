@@ -141,16 +141,13 @@ impl CriClient {
     /// Polls [`CriClient::image_present`] until it answers yes or `timeout` passes: CRI
     /// learns about images imported with `ctr` from containerd's events, which can lag (2.x).
     pub fn wait_image(&self, image: &str, timeout: Duration) -> Result<bool, CriError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.image_present(image)? {
-                return Ok(true);
+        let present = crate::poll::wait_until(timeout, format!("image {image} in CRI"), || {
+            match self.image_present(image) {
+                Ok(false) => None,
+                answer => Some(answer),
             }
-            if Instant::now() >= deadline {
-                return Ok(false);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        });
+        present.unwrap_or(Ok(false))
     }
 
     /// `RunPodSandbox` with `config.runtime_handler`; creates the log directory first,
