@@ -19,7 +19,7 @@ demo:
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items
 
 # The quick loop: format, lints, the shim's and runtime-core's unit tests and the shim's
 # launcher tests that need no root. No root, no apt, no containerd.

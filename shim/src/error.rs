@@ -47,10 +47,9 @@ impl TaskError {
         match kind {
             FailureKind::Spec | FailureKind::Payload => TaskError::InvalidArgument(message),
             FailureKind::PortTaken => TaskError::FailedPrecondition(message),
-            FailureKind::Io
-            | FailureKind::Cache
-            | FailureKind::Engine
-            | FailureKind::Protocol => TaskError::Internal(message),
+            FailureKind::Io | FailureKind::Cache | FailureKind::Engine | FailureKind::Protocol => {
+                TaskError::Internal(message)
+            }
         }
     }
 

@@ -13,12 +13,12 @@ use containerd_shim::{Config, ExitSignal, Flags, StartOpts};
 use log::{debug, info, warn};
 
 use crate::events::{EventSink, RemoteEvents, to_timestamp};
-use crate::process::dispatch::ShimLauncher;
-use crate::process::runner::parent::RunnerSettings;
-use crate::process::runner::protocol::RUNNER_PID_FILE;
 use crate::lifecycle::Containers;
 use crate::os::pidfile::{KillOutcome, RecordedProcess};
 use crate::os::rootfs;
+use crate::process::dispatch::ShimLauncher;
+use crate::process::runner::parent::RunnerSettings;
+use crate::process::runner::protocol::RUNNER_PID_FILE;
 use crate::service::TaskService;
 
 /// The spec annotation CRI sets on every container of a pod.

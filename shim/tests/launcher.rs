@@ -243,7 +243,11 @@ fn an_entrypoint_escaping_the_rootfs_fails_create_before_any_process() {
     std::fs::write(bundle.path().join("config.json"), spec).unwrap();
     let err = bundle.create("escape").err().expect("create must fail");
     assert!(matches!(err, TaskError::InvalidArgument(_)), "{err:?}");
-    assert!(err.to_string().contains("outside the container's root filesystem"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("outside the container's root filesystem"),
+        "{err}"
+    );
     assert!(
         !bundle.path().join(RUNNER_PID_FILE).exists(),
         "a process was made"

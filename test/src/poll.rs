@@ -67,6 +67,9 @@ mod tests {
         });
         let err = got.unwrap_err();
         assert_eq!(err.to_string(), "nothing: not within 30ms");
-        assert!(calls >= 2, "checked once more at the deadline ({calls} calls)");
+        assert!(
+            calls >= 2,
+            "checked once more at the deadline ({calls} calls)"
+        );
     }
 }

@@ -261,8 +261,9 @@ fn http_pod_serves(n: &Node, version: ContainerdVersion) {
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    let body = wasmpod_test::poll::wait_until(Duration::from_secs(20), "the server answering", curl)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let body =
+        wasmpod_test::poll::wait_until(Duration::from_secs(20), "the server answering", curl)
+            .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         body, "hello from wasi:http\n",
         "{version}: response from the pod"

@@ -80,24 +80,28 @@ fn assert_clean(c: &Containerd) {
 /// Wait until `ctr task ls` shows `id` RUNNING with a pid; returns the pid.
 fn wait_running(c: &Containerd, id: &str) -> u32 {
     let mut last = String::new();
-    let running = wait_until(Duration::from_secs(30), format!("task {id} RUNNING"), || {
-        let ls = c.ctr(["tasks", "ls"]).expect("ctr tasks ls");
-        // TASK PID STATUS
-        let row = ls
-            .stdout_lines()
-            .into_iter()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|cols| cols.first() == Some(&id));
-        if let Some(cols) = &row
-            && cols.get(2) == Some(&"RUNNING")
-        {
-            let pid: u32 = cols[1].parse().expect("pid column");
-            assert!(pid > 0, "RUNNING task without a pid: {ls}");
-            return Some(pid);
-        }
-        last = ls.to_string();
-        None
-    });
+    let running = wait_until(
+        Duration::from_secs(30),
+        format!("task {id} RUNNING"),
+        || {
+            let ls = c.ctr(["tasks", "ls"]).expect("ctr tasks ls");
+            // TASK PID STATUS
+            let row = ls
+                .stdout_lines()
+                .into_iter()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                .find(|cols| cols.first() == Some(&id));
+            if let Some(cols) = &row
+                && cols.get(2) == Some(&"RUNNING")
+            {
+                let pid: u32 = cols[1].parse().expect("pid column");
+                assert!(pid > 0, "RUNNING task without a pid: {ls}");
+                return Some(pid);
+            }
+            last = ls.to_string();
+            None
+        },
+    );
     running.unwrap_or_else(|e| panic!("{e}: {last}"))
 }
 

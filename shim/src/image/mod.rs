@@ -56,7 +56,7 @@ pub struct ImagePayload {
     /// The image name the container record gave.
     pub image: String,
     pub form: Form,
-    /// What the guest calls the module (argv[0] of an artifact).
+    /// What the guest calls the module (`argv[0]` of an artifact).
     pub module_name: String,
     pub layer: Descriptor,
     /// The layer's sha256 (from its digest), when it is a sha256 digest.

@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 use log::warn;
 use oci_spec::runtime::Spec;
 
-use crate::error::{TaskError, TaskResult};
 use super::{ContainerProcess, CreateRequest, ProcessCore};
+use crate::error::{TaskError, TaskResult};
 use crate::os::cgroup::{Cgroup, CgroupUsage};
 use crate::os::{exec, fd};
 

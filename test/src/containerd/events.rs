@@ -69,8 +69,10 @@ impl Containerd {
 
     /// Poll [`Containerd::exit_status`] until container `id`'s task exited or `timeout`.
     pub fn wait_exit(&self, id: &str, timeout: Duration) -> Option<u32> {
-        crate::poll::wait_until(timeout, format!("task {id} exited"), || self.exit_status(id))
-            .ok()
+        crate::poll::wait_until(timeout, format!("task {id} exited"), || {
+            self.exit_status(id)
+        })
+        .ok()
     }
 
     /// Container ids from `ctr events` plus noted groups.

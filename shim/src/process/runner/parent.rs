@@ -21,11 +21,11 @@ use super::protocol::{
 };
 use super::spec::GuestSpec;
 use crate::error::{TaskError, TaskResult};
-use crate::process::{ContainerKind, ContainerProcess, CreateRequest, ProcessCore};
 use crate::os::cgroup::{Cgroup, CgroupUsage, SpawnEntry};
 use crate::os::namespaces::NamespacePlan;
 use crate::os::spawn::{self, CgroupJoin, SpawnRequest};
 use crate::os::{fd, signals};
+use crate::process::{ContainerKind, ContainerProcess, CreateRequest, ProcessCore};
 
 struct RunnerProcess {
     core: ProcessCore,
@@ -205,9 +205,10 @@ fn spawn(
     };
     match verdict {
         Ok(RunnerStatus::Ready { timing }) => Ok((pid, start_w, timing)),
-        Ok(RunnerStatus::Failed { kind, error }) => {
-            Err(TaskError::runner_failed(kind, format!("container {id}: {error}")))
-        }
+        Ok(RunnerStatus::Failed { kind, error }) => Err(TaskError::runner_failed(
+            kind,
+            format!("container {id}: {error}"),
+        )),
         Err(e) => {
             let _ = signals::send(pid, libc::SIGKILL as u32);
             Err(e)

@@ -20,12 +20,12 @@ use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 use wasmpod_runtime_core::Error as CoreError;
 
-pub use crate::image::ContainerdApi;
 pub use super::spec::GuestSpec;
+pub use crate::image::ContainerdApi;
 
-/// The argv[1] that turns the shim binary into a runner.
+/// The `argv[1]` that turns the shim binary into a runner.
 pub const RUNNER_SUBCOMMAND: &str = "__run";
-/// The argv[1] that turns the shim binary into a pod sandbox's pause process.
+/// The `argv[1]` that turns the shim binary into a pod sandbox's pause process.
 pub const PAUSE_SUBCOMMAND: &str = "__pause";
 /// File in the bundle holding the child's pid and start time ([`crate::os::pidfile`]).
 pub const RUNNER_PID_FILE: &str = "runner.pid";
@@ -131,7 +131,9 @@ impl FailureKind {
             | CoreError::Link { .. }
             | CoreError::Instantiate { .. } => FailureKind::Payload,
             CoreError::Setting { .. } | CoreError::HttpSetting { .. } => FailureKind::Spec,
-            CoreError::HttpBind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => {
+            CoreError::HttpBind { source, .. }
+                if source.kind() == std::io::ErrorKind::AddrInUse =>
+            {
                 FailureKind::PortTaken
             }
             CoreError::Io { .. }

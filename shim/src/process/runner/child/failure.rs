@@ -22,9 +22,7 @@ pub fn core(e: CoreError) -> Failure {
 /// the payload's problem, containerd not answering the node's.
 pub fn image_kind(e: &ImageError) -> FailureKind {
     match e {
-        ImageError::Connect { .. } | ImageError::Api(_) | ImageError::Timeout(_) => {
-            FailureKind::Io
-        }
+        ImageError::Connect { .. } | ImageError::Api(_) | ImageError::Timeout(_) => FailureKind::Io,
         ImageError::NoImage
         | ImageError::ImageMissing(_)
         | ImageError::ContentMissing(_)
@@ -110,7 +108,10 @@ mod tests {
             message: "m".into(),
         };
         assert_eq!(FailureKind::of_core_error(&cache), FailureKind::Cache);
-        assert_eq!(FailureKind::of_core_error(&CoreError::Engine("e".into())), FailureKind::Engine);
+        assert_eq!(
+            FailureKind::of_core_error(&CoreError::Engine("e".into())),
+            FailureKind::Engine
+        );
     }
 
     #[test]

@@ -26,8 +26,8 @@ use wasmpod_runtime_core::{
 
 // `super::spec` for the modules below (rootview names `super::spec::BindMount`).
 use super::protocol::{
-    Failure, FailureKind, OOM_MARKER_FILE, PrepareTiming, REQUEST_FD, RunnerRequest,
-    RunnerStatus, START_FD, STATUS_FD,
+    Failure, FailureKind, OOM_MARKER_FILE, PrepareTiming, REQUEST_FD, RunnerRequest, RunnerStatus,
+    START_FD, STATUS_FD,
 };
 use super::spec;
 use crate::os::fd;

@@ -12,11 +12,11 @@
 
 use std::io::{Read, Write};
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use crate::os::{fd, mountns};
 use crate::process::runner::protocol::{
     Failure, FailureKind, REQUEST_FD, RunnerRequest, RunnerStatus, START_FD, STATUS_FD,
 };
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 
 use super::confine::{self, Role};
 use super::failure;

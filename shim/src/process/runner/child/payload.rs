@@ -3,7 +3,7 @@
 //! of the container's image read from containerd ([`crate::image`]). Runs during preparation, before any confinement, and
 //! leaves no client, runtime or connection behind.
 //!
-//! For a wasm artifact the guest's argv[0] is the module's name and the container's
+//! For a wasm artifact the guest's `argv[0]` is the module's name and the container's
 //! command/args follow (CRI requires a command for an image config without one); an OCI
 //! image config's entrypoint keeps the classic meaning. The payload's header decides how it
 //! runs: a core module under a config saying `wasip2` runs as the WASI preview 1 command it
