@@ -4,7 +4,7 @@
 //! as Start, Kill and Delete would. The runner is the shim binary itself, re-executed as
 //! `__run` (Cargo builds it for these tests); this process is its parent and reaps it.
 //!
-//! What is covered: ready, a failure keeping its kind (and so its gRPC code), the start
+//! What is covered: ready, the descriptors a ready runner holds, a failure keeping its kind (and so its gRPC code), the start
 //! byte, the start pipe closed before start, the OOM marker, a kill before start, and the
 //! failures the dispatch finds before it makes any process.
 //!
@@ -128,6 +128,35 @@ fn a_created_runner_waits_for_the_start_byte_then_runs_its_guest() {
         matches!(second, Err(TaskError::FailedPrecondition(_))),
         "a second start: {second:?}"
     );
+    process.release().expect("release");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_prepared_runner_holds_no_pipe_from_the_shim_but_the_start_pipe() {
+    let bundle = Bundle::simple(p1::HELLO, &[]);
+    let mut process = bundle.create("descriptors").expect("create");
+    // Ready: the runner has read its request (fd 5), reported (fd 3) and confined itself.
+    let fd_dir = PathBuf::from(format!("/proc/{}/fd", process.pid()));
+    let pipes: Vec<(String, PathBuf)> = std::fs::read_dir(&fd_dir)
+        .expect("the runner's descriptors")
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let target = std::fs::read_link(entry.path()).ok()?;
+            let number = entry.file_name().to_string_lossy().into_owned();
+            target
+                .to_string_lossy()
+                .starts_with("pipe:")
+                .then_some((number, target))
+        })
+        .collect();
+    assert!(
+        pipes.iter().all(|(number, _)| number == "4"),
+        "pipes other than the start pipe (fd 4) are open: {pipes:?}"
+    );
+    assert_eq!(pipes.len(), 1, "the start pipe is open: {pipes:?}");
+    process.start().expect("start");
+    assert_eq!(wait(process.as_ref()), exited(process.as_ref(), 0));
     process.release().expect("release");
 }
 
