@@ -30,8 +30,8 @@ check:
 
 test: setup build lint
 	cargo test --workspace
-	# The shim's launcher tests that need root (ignored in a plain `cargo test`).
-	cargo test -p containerd-shim-wasmpod --test launcher -- --ignored
+	# The shim's tests that need root (ignored in a plain `cargo test`: `make check`).
+	cargo test -p containerd-shim-wasmpod -- --ignored --skip seccomp_cost
 
 # End-to-end on a kind cluster (needs Docker, kind, kubectl, helm; exits 2 without them).
 # Not part of `make test` / .ci/run.

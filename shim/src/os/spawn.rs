@@ -437,6 +437,7 @@ mod tests {
     /// Needs root and a cgroup v2 hierarchy (`/sys/fs/cgroup` or this machine's hybrid
     /// `/sys/fs/cgroup/unified`); run by `make test` as root.
     #[test]
+    #[ignore = "needs root"]
     fn clone3_starts_the_process_inside_its_v2_cgroup() {
         assert!(
             nix::unistd::Uid::effective().is_root(),
@@ -577,6 +578,7 @@ mod tests {
 
     /// Needs root (makes namespaces); run by `make test` as root.
     #[test]
+    #[ignore = "needs root"]
     fn a_new_pid_namespace_makes_the_process_its_init_and_a_path_is_joined() {
         use oci_spec::runtime::LinuxNamespaceType;
         assert!(
