@@ -13,7 +13,8 @@
 //!   `parent`, the `__run` / `__pause` `child`, the `protocol` between them);
 //! - [`os`]: the Linux mechanisms (spawn, namespaces, mounts, cgroups, capabilities,
 //!   seccomp, rlimits), no policy; [`image`]: payloads read from containerd's content store;
-//! - [`error`]: every failure and its gRPC code, in one place.
+//! - [`error`]: every failure and its gRPC code, in one place;
+//! - [`version`], [`selfcheck`]: the operator's `--version` and `--self-check`.
 //!
 //! Imports run one way: `os` and `image` ← `process` (types ← runc, runner ← dispatch) ←
 //! `lifecycle` ← `service` ← `shim`.
@@ -26,9 +27,11 @@ pub mod logging;
 pub mod os;
 pub mod process;
 pub mod reaper;
+pub mod selfcheck;
 pub mod service;
 pub mod shim;
 pub mod state;
+pub mod version;
 
 /// The runtime type containerd knows this shim by.
 pub const RUNTIME_ID: &str = "io.containerd.wasmpod.v1";

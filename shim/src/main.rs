@@ -3,11 +3,13 @@
 //! One binary, three roles: the shim (started by containerd with `start`/`delete` or as the
 //! daemon serving the Task API) and, re-executed as `__run` / `__pause`, the runner of one
 //! wasm container or the pod sandbox's pause process. Everything is in the library
-//! ([`wasmpod_shim`]); this picks the role. Nothing is printed to stdout: containerd reads it.
+//! ([`wasmpod_shim`]); this picks the role. Nothing is printed to stdout (containerd reads
+//! it), except by the operator's `--version` and `--self-check` (see `version`,
+//! `selfcheck`).
 
 use wasmpod_shim::process::runner::child;
 use wasmpod_shim::process::runner::protocol::{PAUSE_SUBCOMMAND, RUNNER_SUBCOMMAND};
-use wasmpod_shim::{MAIN_BEGAN, RUNTIME_ID, shim};
+use wasmpod_shim::{MAIN_BEGAN, RUNTIME_ID, selfcheck, shim, version};
 
 fn main() {
     MAIN_BEGAN.get_or_init(std::time::Instant::now);
@@ -15,6 +17,8 @@ fn main() {
     match args.nth(1).as_ref().and_then(|a| a.to_str()) {
         Some(RUNNER_SUBCOMMAND) => std::process::exit(child::main()),
         Some(PAUSE_SUBCOMMAND) => std::process::exit(child::pause::main()),
+        Some(flag) if version::is_flag(flag) => std::process::exit(version::main()),
+        Some(selfcheck::FLAG) => std::process::exit(selfcheck::main()),
         _ => {}
     }
     // The crate's FIFO logger livelocks when the FIFO loses its reader; see `logging`.

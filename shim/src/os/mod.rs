@@ -6,6 +6,7 @@ pub mod cgroup;
 pub mod exec;
 pub mod fd;
 pub mod limits;
+pub mod memory;
 pub mod mountns;
 pub mod namespaces;
 pub mod pidfile;

@@ -182,6 +182,10 @@ fn prepare(request: RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer,
     let preopens = rootview::enter(&guest.mounts, &request.bundle).map_err(failure::root_view)?;
     laps.timing.root_us = laps.lap();
     confinement.finish().map_err(failure::confine)?;
+    // Preparation is over: what the compile thread and the filter building freed is given
+    // back, so an idle container holds only what its guest uses.
+    crate::os::memory::release_free_memory();
+    crate::os::memory::drop_code_mappings();
 
     let config = WasiConfig {
         args: guest.args,
