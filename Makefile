@@ -3,7 +3,7 @@
 # private containerd run too; run as root).
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/wasmpod/target
 
-.PHONY: setup build demo lint test bench
+.PHONY: setup build demo lint check test bench
 
 setup:
 	scripts/setup.sh
@@ -19,9 +19,19 @@ demo:
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items
+
+# The quick loop: format, lints, the shim's and runtime-core's unit tests and the shim's
+# launcher tests that need no root. No root, no apt, no containerd.
+check:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo test -p containerd-shim-wasmpod -p wasmpod-runtime-core
 
 test: setup build lint
 	cargo test --workspace
+	# The shim's tests that need root (ignored in a plain `cargo test`: `make check`).
+	cargo test -p containerd-shim-wasmpod -- --ignored --skip seccomp_cost
 
 # End-to-end on a kind cluster (needs Docker, kind, kubectl, helm; exits 2 without them).
 # Not part of `make test` / .ci/run.

@@ -3,7 +3,7 @@
 //! [`Ctr`] runs `ctr run --rm` against the bench's containerd and times the whole command,
 //! as a user (or `hyperfine`) would. The runs of the different images are interleaved — one
 //! of each per round — so a burst of load from the machine's other work hits every image
-//! alike and the ratios stay meaningful. [`shim_ready_times`] reads the shim's own debug
+//! alike and the ratios stay meaningful. [`crate::breakdown`] reads the shim's own debug
 //! line `container ID: Wasm process PID ready in D` (logged when containerd runs at debug
 //! level, which passes `-debug` to shims) out of containerd's log: the time from Create
 //! reaching the shim's launcher to the runner reporting the payload compiled or loaded.

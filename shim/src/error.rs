@@ -6,6 +6,8 @@
 
 use containerd_shim::protos::ttrpc::{self, Code};
 
+use crate::process::runner::protocol::FailureKind;
+
 /// A failed task operation.
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
@@ -35,6 +37,20 @@ impl TaskError {
 
     pub fn internal(context: impl std::fmt::Display, err: impl std::fmt::Display) -> Self {
         TaskError::Internal(format!("{context}: {err}"))
+    }
+
+    /// A runner or pause process that could not prepare its container, by the kind of its
+    /// failure: what the user gave (spec, payload) is InvalidArgument, a taken port
+    /// FailedPrecondition (the pod's state, not the request, is wrong), the node's own
+    /// failures Internal.
+    pub fn runner_failed(kind: FailureKind, message: String) -> Self {
+        match kind {
+            FailureKind::Spec | FailureKind::Payload => TaskError::InvalidArgument(message),
+            FailureKind::PortTaken => TaskError::FailedPrecondition(message),
+            FailureKind::Io | FailureKind::Cache | FailureKind::Engine | FailureKind::Protocol => {
+                TaskError::Internal(message)
+            }
+        }
     }
 
     /// The gRPC code containerd sees.
@@ -86,6 +102,24 @@ mod tests {
         );
         assert_eq!(code_of(TaskError::unsupported("exec")), Code::UNIMPLEMENTED);
         assert_eq!(code_of(TaskError::internal("a", "b")), Code::INTERNAL);
+    }
+
+    #[test]
+    fn each_runner_failure_kind_has_its_grpc_code_and_keeps_its_message() {
+        let cases = [
+            (FailureKind::Spec, Code::INVALID_ARGUMENT),
+            (FailureKind::Payload, Code::INVALID_ARGUMENT),
+            (FailureKind::PortTaken, Code::FAILED_PRECONDITION),
+            (FailureKind::Io, Code::INTERNAL),
+            (FailureKind::Cache, Code::INTERNAL),
+            (FailureKind::Engine, Code::INTERNAL),
+            (FailureKind::Protocol, Code::INTERNAL),
+        ];
+        for (kind, code) in cases {
+            let err = TaskError::runner_failed(kind, "container c1: why".into());
+            assert_eq!(err.to_string(), "container c1: why", "{kind:?}");
+            assert_eq!(code_of(err), code, "{kind:?}");
+        }
     }
 
     #[test]

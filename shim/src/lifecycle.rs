@@ -16,8 +16,8 @@ use log::{info, warn};
 
 use crate::error::{TaskError, TaskResult};
 use crate::events::{EventSink, TaskEvent};
-use crate::launcher::{ContainerProcess, CreateRequest, Launcher};
 use crate::os::cgroup::CgroupUsage;
+use crate::process::{ContainerProcess, CreateRequest, Launcher};
 use crate::state::TaskState;
 
 /// How a process ended.

@@ -25,10 +25,10 @@ use log::debug;
 
 use crate::error::{TaskError, TaskResult};
 use crate::events::to_timestamp;
-use crate::launcher::CreateRequest;
 use crate::lifecycle::Containers;
 use crate::os::cgroup::CgroupUsage;
 use crate::os::{proc_stats, rootfs::RootfsMount};
+use crate::process::CreateRequest;
 
 /// The Task service containerd talks to.
 pub struct TaskService {

@@ -13,10 +13,12 @@ use containerd_shim::{Config, ExitSignal, Flags, StartOpts};
 use log::{debug, info, warn};
 
 use crate::events::{EventSink, RemoteEvents, to_timestamp};
-use crate::launcher::ShimLauncher;
 use crate::lifecycle::Containers;
 use crate::os::pidfile::{KillOutcome, RecordedProcess};
 use crate::os::rootfs;
+use crate::process::dispatch::ShimLauncher;
+use crate::process::runner::parent::RunnerSettings;
+use crate::process::runner::protocol::RUNNER_PID_FILE;
 use crate::service::TaskService;
 
 /// The spec annotation CRI sets on every container of a pod.
@@ -72,7 +74,7 @@ impl WasmpodShim {
     /// ([`RecordedProcess::kill`]); a pid file that is malformed, names pid 0/1 or a process
     /// started at another time is refused and nothing is signalled. Returns the pid.
     fn kill_leftover_runner(&self, bundle: &Path) -> Option<u32> {
-        let path = bundle.join(crate::launcher::RUNNER_PID_FILE);
+        let path = bundle.join(RUNNER_PID_FILE);
         let recorded = match RecordedProcess::read(&path) {
             Ok(recorded) => recorded?,
             Err(e) => {
@@ -140,7 +142,7 @@ impl containerd_shim::Shim for WasmpodShim {
             err: e,
         })?;
         let pid = self.kill_leftover_runner(&bundle);
-        crate::runc::force_delete(&self.id, &bundle);
+        crate::process::runc::force_delete(&self.id, &bundle);
         if let Err(e) = rootfs::unmount(&bundle.join("rootfs")) {
             warn!("cleaning up {}: {e}", self.id);
         }
@@ -175,15 +177,19 @@ impl containerd_shim::Shim for WasmpodShim {
 
     fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
         crate::logging::init(self.debug);
-        crate::runner::warn_if_cache_off();
+        let cache_dir = crate::process::runner::child::cache_dir();
+        crate::process::runner::warn_if_cache_off(cache_dir.as_deref());
         let events: Arc<dyn EventSink> =
             Arc::new(RemoteEvents::new(publisher, self.namespace.clone()));
-        let launcher = ShimLauncher {
-            containerd: Some(crate::protocol::ContainerdApi {
+        let exe = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
+        let launcher = ShimLauncher::new(RunnerSettings {
+            exe,
+            containerd: Some(crate::image::ContainerdApi {
                 address: self.containerd_address.clone(),
                 namespace: self.namespace.clone(),
             }),
-        };
+            cache_dir,
+        });
         let containers = Arc::new(Containers::new(Box::new(launcher), events));
         crate::reaper::forward_exits(containers.clone());
         let service = TaskService::new(containers, self.exit.clone());

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -18,6 +18,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
 use crate::image::Image;
+use crate::poll::wait_until;
 
 /// Debian's package puts the registry here (`apt-get install docker-registry`).
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
@@ -93,20 +94,20 @@ impl Registry {
             dir,
             pusher: Pusher::plain_http()?,
         };
-        let deadline = Instant::now() + START_TIMEOUT;
-        while !answers(port) {
+        let answered = wait_until(START_TIMEOUT, "the registry answering", || {
             if let Ok(Some(status)) = registry.child.try_wait() {
-                bail!("registry exited with {status}: {}", registry.log());
+                return Some(Err(status));
             }
-            if Instant::now() > deadline {
-                bail!(
-                    "registry did not answer within {START_TIMEOUT:?}: {}",
-                    registry.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            answers(port).then_some(Ok(()))
+        });
+        match answered {
+            Ok(Ok(())) => Ok(registry),
+            Ok(Err(status)) => bail!("registry exited with {status}: {}", registry.log()),
+            Err(_) => bail!(
+                "registry did not answer within {START_TIMEOUT:?}: {}",
+                registry.log()
+            ),
         }
-        Ok(registry)
     }
 
     /// `127.0.0.1:<port>`, the registry part of image references.

@@ -26,7 +26,7 @@
 #[macro_use]
 mod node;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmpod_fixtures::{p1, p2};
 use wasmpod_test::containerd::{ContainerdVersion, PAUSE_IMAGE};
@@ -251,19 +251,19 @@ fn http_pod_serves(n: &Node, version: ContainerdVersion) {
     let netns = n
         .netns_path(&pod)
         .expect("the pod has its own network namespace");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let body = loop {
+    let curl = || {
         let out = std::process::Command::new("nsenter")
             .arg(format!("--net={netns}"))
             .args(["curl", "-s", "-m", "2", "http://127.0.0.1:8080/greet"])
             .output()
             .expect("run nsenter curl");
-        let body = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() || Instant::now() > deadline {
-            break body;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     };
+    let body =
+        wasmpod_test::poll::wait_until(Duration::from_secs(20), "the server answering", curl)
+            .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         body, "hello from wasi:http\n",
         "{version}: response from the pod"

@@ -22,6 +22,7 @@ use wasmpod_test::containerd::{
     Containerd, CtrOutput, RUNTIME, locate_shim, require_root_and_containerd,
 };
 use wasmpod_test::image::ImageBuilder;
+use wasmpod_test::poll::wait_until;
 
 fn containerd() -> Containerd {
     require_root_and_containerd();
@@ -314,14 +315,12 @@ fn shim_delete_never_signals_a_process_it_cannot_prove_is_the_containers() {
     // The process the file does describe (same pid, same start time) is killed.
     std::fs::write(&pid_file, format!("{pid} {real_start}")).unwrap();
     shim_delete(bundle.path(), "stale");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(status) = unrelated.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the recorded process survived");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_until(
+        Duration::from_secs(5),
+        "the recorded process killed",
+        || unrelated.try_wait().unwrap(),
+    )
+    .unwrap_or_else(|e| panic!("{e}: it survived"));
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGKILL));
 }

@@ -12,13 +12,14 @@
 //! harness is `ctr_run.rs`'s (a private containerd per test, leftovers checked at the end).
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmpod_fixtures::http;
 use wasmpod_test::containerd::{
     Containerd, ContainerdVersion, CtrOutput, RUNTIME, require_root_and_containerd,
 };
 use wasmpod_test::image::ImageBuilder;
+use wasmpod_test::poll::wait_until;
 
 /// A private containerd of `version`, or `None` (after a loud message) when its binaries
 /// are not available outside CI.
@@ -234,14 +235,12 @@ fn a_valid_header_timeout_annotation_reaches_the_server() {
     let get = "exec 3<>/dev/tcp/127.0.0.1/8080 && \
                printf 'GET / HTTP/1.1\\r\\nhost: x\\r\\nconnection: close\\r\\n\\r\\n' >&3 && \
                timeout 15 cat <&3";
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let reply = loop {
-        match netns.bash(get) {
-            Some(reply) => break reply,
-            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            None => panic!("the server never answered inside {}", netns.path()),
-        }
-    };
+    let reply = wait_until(
+        Duration::from_secs(20),
+        format!("the server answering inside {}", netns.path()),
+        || netns.bash(get),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.contains("hello from wasi:http\n"), "{reply}");
 

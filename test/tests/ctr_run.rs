@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use wasmpod_fixtures::{p1, p2, wat};
 use wasmpod_test::containerd::{Containerd, CtrOutput, RUNTIME, require_root_and_containerd};
 use wasmpod_test::image::ImageBuilder;
+use wasmpod_test::poll::wait_until;
 
 /// Time a guest may take to stop after SIGTERM/SIGKILL (DESIGN: "promptly").
 const STOP_WITHIN: Duration = Duration::from_secs(3);
@@ -78,28 +79,30 @@ fn assert_clean(c: &Containerd) {
 
 /// Wait until `ctr task ls` shows `id` RUNNING with a pid; returns the pid.
 fn wait_running(c: &Containerd, id: &str) -> u32 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ls = c.ctr(["tasks", "ls"]).expect("ctr tasks ls");
-        // TASK PID STATUS
-        let row = ls
-            .stdout_lines()
-            .into_iter()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|cols| cols.first() == Some(&id));
-        if let Some(cols) = &row
-            && cols.get(2) == Some(&"RUNNING")
-        {
-            let pid: u32 = cols[1].parse().expect("pid column");
-            assert!(pid > 0, "RUNNING task without a pid: {ls}");
-            return pid;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "task {id} not RUNNING within 30s: {ls}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut last = String::new();
+    let running = wait_until(
+        Duration::from_secs(30),
+        format!("task {id} RUNNING"),
+        || {
+            let ls = c.ctr(["tasks", "ls"]).expect("ctr tasks ls");
+            // TASK PID STATUS
+            let row = ls
+                .stdout_lines()
+                .into_iter()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                .find(|cols| cols.first() == Some(&id));
+            if let Some(cols) = &row
+                && cols.get(2) == Some(&"RUNNING")
+            {
+                let pid: u32 = cols[1].parse().expect("pid column");
+                assert!(pid > 0, "RUNNING task without a pid: {ls}");
+                return Some(pid);
+            }
+            last = ls.to_string();
+            None
+        },
+    );
+    running.unwrap_or_else(|e| panic!("{e}: {last}"))
 }
 
 /// A foreground `ctr run` running in the background, its stdout lines on a channel.
@@ -471,14 +474,12 @@ fn wasi_http_component_serves_in_its_network_namespace_and_a_taken_port_fails_cr
     let with_ns = format!("network:{}", netns.path());
     run_detached(&c, &["--with-ns", &with_ns, &img, "http-hello", &entry]);
     wait_running(&c, "http-hello");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let body = loop {
-        match netns.curl("http://127.0.0.1:8080/") {
-            Some(body) => break body,
-            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            None => panic!("the server never answered inside {}", netns.path()),
-        }
-    };
+    let body = wait_until(
+        Duration::from_secs(20),
+        format!("the server answering inside {}", netns.path()),
+        || netns.curl("http://127.0.0.1:8080/"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(body, "hello from wasi:http\n");
 
     // A second server on the same port of the same network fails at Create, saying why.

@@ -101,7 +101,7 @@ pub struct ConfigPlatform {
 pub enum Form {
     /// OCI/Docker image config over a non-tar wasm layer: args as for a classic image.
     OciImage,
-    /// A wasm artifact config: the guest's argv[0] is the module's name.
+    /// A wasm artifact config: the guest's `argv[0]` is the module's name.
     Artifact,
 }
 
@@ -204,7 +204,7 @@ pub fn payload(manifest: &Manifest) -> Result<Payload, ManifestError> {
     }
 }
 
-/// The module's name for an artifact's argv[0]: the layer's title annotation, else the
+/// The module's name for an artifact's `argv[0]`: the layer's title annotation, else the
 /// last path segment of the image name (without tag or digest) with `.wasm`.
 pub fn module_name(layer: &Descriptor, image_name: &str) -> String {
     if let Some(title) = layer.annotations.get(TITLE_ANNOTATION)

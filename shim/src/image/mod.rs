@@ -15,8 +15,17 @@
 pub mod manifest;
 mod store;
 
-use crate::protocol::ContainerdApi;
+use serde::{Deserialize, Serialize};
+
 use manifest::{Descriptor, Form};
+
+/// Where containerd's gRPC API is and the namespace of the shim's containers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ContainerdApi {
+    /// containerd's socket (the shim's `-address` flag).
+    pub address: String,
+    pub namespace: String,
+}
 
 /// Why an image's payload could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +56,7 @@ pub struct ImagePayload {
     /// The image name the container record gave.
     pub image: String,
     pub form: Form,
-    /// What the guest calls the module (argv[0] of an artifact).
+    /// What the guest calls the module (`argv[0]` of an artifact).
     pub module_name: String,
     pub layer: Descriptor,
     /// The layer's sha256 (from its digest), when it is a sha256 digest.

@@ -329,6 +329,7 @@ mod tests {
     /// Needs root: runs [`become_user`] on a thread of its own (capabilities are per
     /// thread) in a forked child, so the test process keeps its own.
     #[test]
+    #[ignore = "needs root"]
     fn become_user_leaves_exactly_the_sets() {
         assert!(
             nix::unistd::Uid::effective().is_root(),

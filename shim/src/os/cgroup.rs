@@ -570,6 +570,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root"]
     fn create_apply_join_usage_remove() {
         if !nix::unistd::Uid::effective().is_root() {
             panic!("needs root (writes /sys/fs/cgroup); run via `make test` as root");

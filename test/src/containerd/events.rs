@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -69,14 +69,10 @@ impl Containerd {
 
     /// Poll [`Containerd::exit_status`] until container `id`'s task exited or `timeout`.
     pub fn wait_exit(&self, id: &str, timeout: Duration) -> Option<u32> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let status = self.exit_status(id);
-            if status.is_some() || Instant::now() >= deadline {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        crate::poll::wait_until(timeout, format!("task {id} exited"), || {
+            self.exit_status(id)
+        })
+        .ok()
     }
 
     /// Container ids from `ctr events` plus noted groups.

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -151,14 +151,11 @@ impl Containerd {
     /// Poll [`Containerd::leftovers`] until it is empty or `timeout` passes (shims exit
     /// asynchronously after `ctr` returns); returns the last report.
     pub fn wait_no_leftovers(&self, timeout: Duration) -> Leftovers {
-        let deadline = Instant::now() + timeout;
-        loop {
+        crate::poll::wait_until(timeout, "no leftovers", || {
             let l = self.leftovers();
-            if l.is_empty() || Instant::now() >= deadline {
-                return l;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            l.is_empty().then_some(l)
+        })
+        .unwrap_or_else(|_| self.leftovers())
     }
 
     /// After containerd stopped: kill our shims, unmount what is mounted under the harness
@@ -168,10 +165,9 @@ impl Containerd {
             let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
         }
         // Give killed processes a moment to release their mounts.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while !self.all_shim_processes().is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let _ = crate::poll::wait_until(Duration::from_secs(2), "killed shims gone", || {
+            self.all_shim_processes().is_empty().then_some(())
+        });
         for m in mounts_under(&self.path) {
             if nix::mount::umount2(&m, nix::mount::MntFlags::empty()).is_err() {
                 let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);

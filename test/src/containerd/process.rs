@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
@@ -20,6 +20,7 @@ use nix::unistd::Pid;
 use super::ContainerdBuilder;
 use super::config::{ShimLocation, render_config, setup_cni};
 use super::locate::{locate_shim, resolve_bin};
+use crate::poll::wait_until;
 
 static NEXT_HARNESS: AtomicUsize = AtomicUsize::new(0);
 
@@ -139,29 +140,33 @@ impl Containerd {
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let answered = wait_until(timeout, "containerd answering `ctr version`", || {
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                bail!(
-                    "containerd exited during start-up with {status}; log tail:\n{}",
-                    self.log_tail(40)
-                );
+                return Some(Err(status));
             }
-            if self.socket().exists() && self.answers_version(Duration::from_secs(5)) {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "containerd did not answer `ctr version` within {timeout:?}; log tail:\n{}",
-                    self.log_tail(40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            (self.socket().exists() && self.answers_version(Duration::from_secs(5)))
+                .then_some(Ok(()))
+        });
+        match answered {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(status)) => bail!(
+                "containerd exited during start-up with {status}; log tail:\n{}",
+                self.log_tail(40)
+            ),
+            Err(_) => bail!(
+                "containerd did not answer `ctr version` within {timeout:?}; log tail:\n{}",
+                self.log_tail(40)
+            ),
         }
+    }
+
+    /// containerd's pid, until it is stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The harness temp dir (root, state, sockets, config, log).
@@ -236,17 +241,12 @@ impl Containerd {
         if let Some(mut child) = self.child.take() {
             let pid = Pid::from_raw(child.id() as i32);
             let _ = kill(pid, Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if Instant::now() >= deadline => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                }
+            let exited = wait_until(Duration::from_secs(10), "containerd exiting", || {
+                (!matches!(child.try_wait(), Ok(None))).then_some(())
+            });
+            if exited.is_err() {
+                let _ = child.kill();
+                let _ = child.wait();
             }
         }
         self.remove_leftovers();

@@ -5,7 +5,7 @@ use std::fmt;
 use std::fs;
 use std::future::Future;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
@@ -14,6 +14,7 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::{CONTAINER_EXITED, ContainerConfig, CriError, Pod, PodConfig};
+use crate::poll::wait_until;
 
 /// A blocking CRI v1 client; see the [module docs](super).
 pub struct CriClient {
@@ -141,16 +142,13 @@ impl CriClient {
     /// Polls [`CriClient::image_present`] until it answers yes or `timeout` passes: CRI
     /// learns about images imported with `ctr` from containerd's events, which can lag (2.x).
     pub fn wait_image(&self, image: &str, timeout: Duration) -> Result<bool, CriError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.image_present(image)? {
-                return Ok(true);
+        let present = crate::poll::wait_until(timeout, format!("image {image} in CRI"), || {
+            match self.image_present(image) {
+                Ok(false) => None,
+                answer => Some(answer),
             }
-            if Instant::now() >= deadline {
-                return Ok(false);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        });
+        present.unwrap_or(Ok(false))
     }
 
     /// `RunPodSandbox` with `config.runtime_handler`; creates the log directory first,
@@ -346,24 +344,29 @@ impl CriClient {
         state: i32,
         timeout: Duration,
     ) -> Result<cri::ContainerStatus, CriError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let status = self.container_status(id)?;
-            if status.state == state {
-                return Ok(status);
+        let want = cri::ContainerState::try_from(state)
+            .map(|s| s.as_str_name())
+            .unwrap_or("?");
+        // The check runs at least once: a timeout always has a last state.
+        let mut last = 0;
+        let waited = wait_until(timeout, format!("container {id} {want}"), || {
+            match self.container_status(id) {
+                Ok(status) if status.state == state => Some(Ok(status)),
+                Ok(status) => {
+                    last = status.state;
+                    None
+                }
+                Err(e) => Some(Err(e)),
             }
-            if Instant::now() >= deadline {
-                return Err(CriError::WaitTimeout {
-                    id: id.to_owned(),
-                    want: cri::ContainerState::try_from(state)
-                        .map(|s| s.as_str_name())
-                        .unwrap_or("?"),
-                    last: status.state,
-                    timeout,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        });
+        waited.unwrap_or_else(|_| {
+            Err(CriError::WaitTimeout {
+                id: id.to_owned(),
+                want,
+                last,
+                timeout,
+            })
+        })
     }
 
     /// Wait until the container exited; returns its status (exit code, reason).

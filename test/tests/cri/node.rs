@@ -299,16 +299,14 @@ fn wait_for<T>(timeout: Duration, f: impl Fn() -> Vec<T>) -> Vec<T> {
     wait_until(timeout, f, Vec::is_empty)
 }
 
-/// Poll `f` until `done` holds for its value or `timeout` passes; returns the last value.
+/// Poll `f` until `done` holds for its value or `timeout` passes; returns the last value
+/// (the caller asserts on it, with the story it tells).
 pub fn wait_until<T>(timeout: Duration, f: impl Fn() -> T, done: impl Fn(&T) -> bool) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
+    wasmpod_test::poll::wait_until(timeout, "a value that is done", || {
         let v = f();
-        if done(&v) || Instant::now() >= deadline {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        done(&v).then_some(v)
+    })
+    .unwrap_or_else(|_| f())
 }
 
 /// Pids whose network namespace has inode `inode`.

@@ -7,7 +7,7 @@
 //!   and argument comparisons. A name this kernel or libseccomp does not know is skipped;
 //!   several comparisons of one argument become one rule each (libseccomp cannot AND
 //!   them); `SCMP_ACT_NOTIFY` (a listener process) is refused.
-//! - [`allowlist`]: wasmpod's own, whatever the spec says. Only what wasmtime, WASI
+//! - [`allowlist()`]: wasmpod's own, whatever the spec says. Only what wasmtime, WASI
 //!   (files, clocks, random, sockets, name lookup through glibc), the wasi:http server
 //!   (tokio, hyper) and thread creation need (see [`RUNNER_ALLOW`]). The escape toolkit
 //!   ([`KILL`]: namespaces, mounts, ptrace, bpf, keys, modules, exec, credential changes,

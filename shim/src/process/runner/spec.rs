@@ -1,10 +1,11 @@
-//! Maps an OCI runtime spec onto the WASI surface of a guest.
+//! Maps an OCI runtime spec onto the WASI surface of a guest. The shim computes it in Create
+//! (it also finds the entrypoint with it) and sends it to the runner in its request.
 //!
 //! args, env and cwd come from `process`; the rootfs is mounted at `/` (read-only when
 //! `root.readonly`), followed by every bind mount of the spec at its destination, read-only
 //! when its options say `ro`. What a bind becomes (a preopened directory, one of the pod's
-//! DNS files, nothing) depends on what its source is, which [`super::rootview`] finds out
-//! when it opens it; nothing here touches the filesystem. Kernel filesystems (`proc`,
+//! DNS files, nothing) depends on what its source is, which the runner finds out when it
+//! opens it (`child/rootview.rs`); nothing here touches the filesystem. Kernel filesystems (`proc`,
 //! `sysfs`, `tmpfs`, ...) have no WASI meaning and are skipped. `process.user` (Kubernetes
 //! `runAsUser`, `runAsGroup`, supplemental groups) is the identity the guest's file access
 //! is checked against.
@@ -12,10 +13,11 @@
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
 use wasmpod_runtime_core::WasiConfig;
 
 /// The parts of a spec that shape a guest.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GuestSpec {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -28,7 +30,7 @@ pub struct GuestSpec {
 }
 
 /// A host path the container asked to see at `destination`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BindMount {
     pub source: PathBuf,
     pub destination: String,
@@ -36,7 +38,7 @@ pub struct BindMount {
 }
 
 /// A non-root identity from `process.user`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestUser {
     pub uid: u32,
     pub gid: u32,

@@ -1,32 +1,31 @@
 //! Wasm containers and the pod sandbox as processes of this binary.
 //!
 //! Create re-executes the shim as `__run` (a wasm container) or `__pause` (the sandbox),
-//! inside the container's cgroup and namespaces (entered between fork and exec), and waits
-//! for its verdict on the status pipe ([`crate::protocol`]). Start is one byte on the start
-//! pipe.
+//! inside the container's cgroup and namespaces (entered between fork and exec), sends it
+//! what the dispatch resolved on the request pipe and waits for its verdict on the status
+//! pipe ([`super::protocol`]): a failure keeps its kind, and with it its gRPC code. Start is
+//! one byte on the start pipe.
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use log::{debug, warn};
 use oci_spec::runtime::Spec;
 
-use crate::error::{TaskError, TaskResult};
-use crate::launcher::{
-    ContainerKind, ContainerProcess, CreateRequest, OOM_MARKER_FILE, ProcessCore, RUNNER_PID_FILE,
-    create_cgroup,
+use super::protocol::{
+    ContainerdApi, Entrypoint, OOM_MARKER_FILE, PAUSE_SUBCOMMAND, PrepareTiming, REQUEST_FD,
+    RUNNER_PID_FILE, RUNNER_SUBCOMMAND, RunnerRequest, RunnerStatus, START_FD, STATUS_FD,
 };
+use super::spec::GuestSpec;
+use crate::error::{TaskError, TaskResult};
 use crate::os::cgroup::{Cgroup, CgroupUsage, SpawnEntry};
 use crate::os::namespaces::NamespacePlan;
 use crate::os::spawn::{self, CgroupJoin, SpawnRequest};
 use crate::os::{fd, signals};
-use crate::protocol::{
-    ContainerdApi, PAUSE_SUBCOMMAND, PrepareTiming, RUNNER_SUBCOMMAND, RunnerRequest, RunnerStatus,
-    START_FD, STATUS_FD,
-};
+use crate::process::{ContainerKind, ContainerProcess, CreateRequest, ProcessCore};
 
 struct RunnerProcess {
     core: ProcessCore,
@@ -34,26 +33,59 @@ struct RunnerProcess {
     start: Option<std::fs::File>,
 }
 
-/// Creates a wasm container or the sandbox; `rootfs` is set when Create mounted it.
+/// How this shim starts its children; the same for every container of the daemon.
+#[derive(Debug, Clone)]
+pub struct RunnerSettings {
+    /// The binary re-executed as `__run` / `__pause`: the shim's own (a test names the shim
+    /// binary, its own being the test harness).
+    pub exe: PathBuf,
+    /// containerd's API, for payloads in an image layer.
+    pub containerd: Option<ContainerdApi>,
+    /// The node's compiled-module cache ([`super::child::cache_dir`]).
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// What the dispatch resolved for one container: the child gets it as is.
+#[derive(Debug)]
+pub struct Resolved {
+    pub kind: ContainerKind,
+    pub spec: Spec,
+    pub guest: GuestSpec,
+    pub entrypoint: Entrypoint,
+    /// The rootfs Create mounted, to unmount at release.
+    pub mounted_rootfs: Option<PathBuf>,
+}
+
+/// Creates a wasm container or the sandbox.
 pub fn create(
     request: &CreateRequest,
-    spec: &Spec,
-    kind: ContainerKind,
-    rootfs: Option<PathBuf>,
-    containerd: Option<ContainerdApi>,
+    resolved: Resolved,
+    settings: &RunnerSettings,
 ) -> TaskResult<Box<dyn ContainerProcess>> {
     let id = &request.id;
     let began = Instant::now();
-    let cgroup = create_cgroup(id, spec)?;
-    let remove_cgroup = |cgroup: &Option<Cgroup>| {
-        if let Some(cgroup) = cgroup
-            && let Err(e) = cgroup.remove()
-        {
-            warn!("container {id}: {e}");
-        }
+    let Resolved {
+        kind,
+        spec,
+        guest,
+        entrypoint,
+        mounted_rootfs,
+    } = resolved;
+    let cgroup = create_cgroup(id, &spec)?;
+    let runner_request = RunnerRequest {
+        id: id.clone(),
+        bundle: request.bundle.clone(),
+        rootfs: request.bundle.join("rootfs"),
+        stdin: request.stdin.clone(),
+        stdout: request.stdout.clone(),
+        stderr: request.stderr.clone(),
+        containerd: settings.containerd.clone(),
+        cache_dir: settings.cache_dir.clone(),
+        spec,
+        guest,
+        entrypoint,
     };
-    let spawned = spawn(request, spec, kind, cgroup.as_ref(), containerd);
-    match spawned {
+    match spawn(&runner_request, kind, cgroup.as_ref(), &settings.exe) {
         Ok((pid, start, timing)) => {
             let total = began.elapsed();
             // What the runner did not see: cgroup, fork, namespaces, exec, process start.
@@ -67,60 +99,69 @@ pub fn create(
                     id: id.clone(),
                     pid,
                     cgroup,
-                    rootfs,
+                    rootfs: mounted_rootfs,
                 },
                 bundle: request.bundle.clone(),
                 start: Some(start),
             }))
         }
         Err(e) => {
-            remove_cgroup(&cgroup);
+            if let Some(cgroup) = &cgroup
+                && let Err(e) = cgroup.remove()
+            {
+                warn!("container {id}: {e}");
+            }
             Err(e)
         }
     }
 }
 
+/// The cgroup a spec asks for, created with its resources applied.
+pub fn create_cgroup(id: &str, spec: &Spec) -> TaskResult<Option<Cgroup>> {
+    let Some(linux) = spec.linux() else {
+        return Ok(None);
+    };
+    let Some(path) = linux.cgroups_path().as_ref() else {
+        return Ok(None);
+    };
+    let cgroup = Cgroup::new(&path.display().to_string())
+        .map_err(|e| TaskError::InvalidArgument(format!("container {id}: {e}")))?;
+    cgroup
+        .create(linux.resources().as_ref())
+        .map_err(|e| TaskError::internal(format!("container {id}: cgroup"), e))?;
+    Ok(Some(cgroup))
+}
+
 fn spawn(
-    request: &CreateRequest,
-    spec: &Spec,
+    request: &RunnerRequest,
     kind: ContainerKind,
     cgroup: Option<&Cgroup>,
-    containerd: Option<ContainerdApi>,
+    exe: &Path,
 ) -> TaskResult<(u32, std::fs::File, PrepareTiming)> {
     let id = &request.id;
     let io_err =
         |what: &str, e: std::io::Error| TaskError::internal(format!("container {id}: {what}"), e);
-    let namespaces = NamespacePlan::from_spec(spec)
+    let namespaces = NamespacePlan::from_spec(&request.spec)
         .open()
         .map_err(|e| TaskError::InvalidArgument(format!("container {id}: {e}")))?;
     let cgroup_entry = cgroup
         .map(Cgroup::open_for_spawn)
         .transpose()
         .map_err(|e| TaskError::internal(format!("container {id}"), e))?;
+    let (request_r, mut request_w) = fd::pipe().map_err(|e| io_err("creating request pipe", e))?;
     let (mut status_r, status_w) = fd::pipe().map_err(|e| io_err("creating status pipe", e))?;
     let (start_r, start_w) = fd::pipe().map_err(|e| io_err("creating start pipe", e))?;
-    let runner_request = RunnerRequest {
-        id: id.clone(),
-        bundle: request.bundle.clone(),
-        rootfs: request.bundle.join("rootfs"),
-        stdin: request.stdin.clone(),
-        stdout: request.stdout.clone(),
-        stderr: request.stderr.clone(),
-        containerd,
-    };
-    let request_json = serde_json::to_string(&runner_request).expect("runner request serialises");
-    let exe = std::env::current_exe().map_err(|e| io_err("finding the shim binary", e))?;
+    let request_json = serde_json::to_vec(request).expect("runner request serialises");
     let subcommand = match kind {
         ContainerKind::Sandbox => PAUSE_SUBCOMMAND,
-        _ => RUNNER_SUBCOMMAND,
+        ContainerKind::Wasm | ContainerKind::Linux => RUNNER_SUBCOMMAND,
     };
     let args = [
         OsStr::new("containerd-shim-wasmpod-v1"),
         OsStr::new(subcommand),
-        OsStr::new(&request_json),
     ];
     let pid = spawn::spawn(&SpawnRequest {
-        exe: &exe,
+        exe,
         args: &args,
         cwd: &request.bundle,
         cgroup: cgroup_entry
@@ -130,6 +171,7 @@ fn spawn(
         fds: &[
             (status_w.as_raw_fd(), STATUS_FD),
             (start_r.as_raw_fd(), START_FD),
+            (request_r.as_raw_fd(), REQUEST_FD),
         ],
     })
     .map_err(|e| io_err("starting the container process", e))?;
@@ -144,11 +186,18 @@ fn spawn(
     // Our copies of the child's ends must close, or EOF never comes.
     drop(status_w);
     drop(start_r);
+    drop(request_r);
+    // A child that died before reading it makes this fail (EPIPE); its status says why.
+    let sent = request_w.write_all(&request_json);
+    drop(request_w);
     let mut status = String::new();
     let verdict = match status_r.read_to_string(&mut status) {
-        Ok(_) if status.trim().is_empty() => Err(TaskError::Internal(format!(
-            "container {id}: process {pid} exited before reporting"
-        ))),
+        Ok(_) if status.trim().is_empty() => Err(TaskError::Internal(match sent {
+            Ok(()) => format!("container {id}: process {pid} exited before reporting"),
+            Err(e) => format!(
+                "container {id}: process {pid} exited before reporting (sending its request: {e})"
+            ),
+        })),
         Ok(_) => serde_json::from_str::<RunnerStatus>(status.trim()).map_err(|e| {
             TaskError::internal(format!("container {id}: runner answered {status:?}"), e)
         }),
@@ -156,9 +205,10 @@ fn spawn(
     };
     match verdict {
         Ok(RunnerStatus::Ready { timing }) => Ok((pid, start_w, timing)),
-        Ok(RunnerStatus::Failed { error }) => Err(TaskError::InvalidArgument(format!(
-            "container {id}: {error}"
-        ))),
+        Ok(RunnerStatus::Failed { kind, error }) => Err(TaskError::runner_failed(
+            kind,
+            format!("container {id}: {error}"),
+        )),
         Err(e) => {
             let _ = signals::send(pid, libc::SIGKILL as u32);
             Err(e)

@@ -10,9 +10,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use log::warn;
+use oci_spec::runtime::Spec;
 
+use super::{ContainerProcess, CreateRequest, ProcessCore};
 use crate::error::{TaskError, TaskResult};
-use crate::launcher::{ContainerProcess, CreateRequest, ProcessCore};
 use crate::os::cgroup::{Cgroup, CgroupUsage};
 use crate::os::{exec, fd};
 
@@ -66,9 +67,11 @@ fn run_runc(id: &str, what: &str, log: &std::path::Path, command: &mut Command) 
     Ok(())
 }
 
-/// `runc create` for `request`; the rootfs is already mounted.
+/// `runc create` for `request` with the spec the dispatch loaded; the rootfs is already
+/// mounted (`rootfs`, when Create mounted it).
 pub fn create(
     request: &CreateRequest,
+    spec: &Spec,
     rootfs: Option<PathBuf>,
 ) -> TaskResult<Box<dyn ContainerProcess>> {
     let id = &request.id;
@@ -105,15 +108,12 @@ pub fn create(
             pid_file.display()
         ))
     })?;
-    let cgroup = std::fs::read(request.bundle.join("config.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|spec| {
-            spec.pointer("/linux/cgroupsPath")?
-                .as_str()
-                .map(str::to_owned)
-        })
-        .and_then(|path| Cgroup::new(&path).ok());
+    // runc made it; this handle reads its usage and lists its processes.
+    let cgroup = spec
+        .linux()
+        .as_ref()
+        .and_then(|linux| linux.cgroups_path().as_ref())
+        .and_then(|path| Cgroup::new(&path.display().to_string()).ok());
     Ok(Box::new(RuncProcess {
         core: ProcessCore {
             id: id.clone(),

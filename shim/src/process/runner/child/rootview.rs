@@ -328,6 +328,7 @@ mod tests {
 
     /// Needs root (mounts in a mount namespace of its own); run by `make test` as root.
     #[test]
+    #[ignore = "needs root"]
     fn the_private_root_holds_the_guest_view_and_nothing_of_the_host() {
         assert!(
             nix::unistd::Uid::effective().is_root(),

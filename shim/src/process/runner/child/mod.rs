@@ -1,33 +1,36 @@
 //! The runner: the process of one wasm container (`containerd-shim-wasmpod-v1 __run`).
 //!
-//! It prepares the container while the shim waits in Create (spec, stdio, payload compiled),
-//! reports on the status pipe, waits for Start, runs the guest and exits with its code
-//! (see [`wasmpod_runtime_core::exit`] for the table). Signals: SIGTERM, SIGINT, SIGHUP and
+//! It prepares the container while the shim waits in Create, from what the shim resolved
+//! ([`super::protocol::RunnerRequest`]: spec, guest view, entrypoint): opens stdio, compiles
+//! the payload, confines itself; reports on the status pipe (a failure with its kind), waits
+//! for Start, runs the guest and exits with its code (see [`wasmpod_runtime_core::exit`] for the table). Signals: SIGTERM, SIGINT, SIGHUP and
 //! SIGQUIT interrupt the guest (exit 128 + signal) even in a tight loop; a guest blocked in
 //! a host call is ended after [`signals::BLOCKED_GUEST_GRACE`]. SIGKILL is the kernel's.
 
-pub(crate) mod confine;
+pub mod confine;
+mod failure;
 pub mod pause;
 mod payload;
 mod rootview;
 mod signals;
-mod spec;
 
-use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use oci_spec::runtime::Spec;
 use wasmpod_runtime_core::cache::{self, ModuleCache};
 use wasmpod_runtime_core::{
     EngineSettings, ExitStatus, HttpConfig, PrepareBounds, Prepared, Runtime, WasiConfig,
 };
 
-use crate::launcher::OOM_MARKER_FILE;
+// `super::spec` for the modules below (rootview names `super::spec::BindMount`).
+use super::protocol::{
+    Failure, FailureKind, OOM_MARKER_FILE, PrepareTiming, REQUEST_FD, RunnerRequest, RunnerStatus,
+    START_FD, STATUS_FD,
+};
+use super::spec;
 use crate::os::fd;
-use crate::protocol::{PrepareTiming, RunnerRequest, RunnerStatus, START_FD, STATUS_FD};
-use spec::GuestSpec;
 
 /// Exit code of a runner that could not prepare its container (the shim reports why).
 const PREPARE_FAILED: i32 = 1;
@@ -46,26 +49,26 @@ struct PreparedContainer {
 }
 
 /// Runs the runner role; returns the process exit code.
-pub fn main(request_json: Option<OsString>) -> i32 {
+pub fn main() -> i32 {
     let mut laps = Laps::new();
-    // SAFETY: the shim passes these two descriptors to every runner and nothing else owns them.
-    let (mut status_pipe, mut start_pipe) =
-        unsafe { (fd::inherited(STATUS_FD), fd::inherited(START_FD)) };
+    // SAFETY: the shim passes these three descriptors to every runner and nothing else owns
+    // them.
+    let (request_pipe, mut status_pipe, mut start_pipe) = unsafe {
+        (
+            fd::inherited(REQUEST_FD),
+            fd::inherited(STATUS_FD),
+            fd::inherited(START_FD),
+        )
+    };
     let interrupts = signals::install();
-    let prepared = request_json
-        .ok_or_else(|| "runner started without a request".to_owned())
-        .and_then(|json| {
-            serde_json::from_str::<RunnerRequest>(&json.to_string_lossy())
-                .map_err(|e| format!("invalid runner request: {e}"))
-        })
-        .and_then(|request| prepare(&request, &mut laps));
+    let prepared = RunnerRequest::read_from(request_pipe)
+        .map_err(|e| Failure::new(FailureKind::Protocol, e))
+        .and_then(|request| prepare(request, &mut laps));
     let status = match &prepared {
         Ok(_) => RunnerStatus::Ready {
             timing: laps.finish(),
         },
-        Err(error) => RunnerStatus::Failed {
-            error: error.clone(),
-        },
+        Err(failure) => RunnerStatus::from(failure.clone()),
     };
     if prepared.is_ok() {
         // Only now: the runner was confined while it was its only thread.
@@ -117,15 +120,18 @@ impl Laps {
     }
 }
 
-fn prepare(request: &RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer, String> {
-    laps.lap();
-    let config_path = request.bundle.join("config.json");
-    let spec = Spec::load(&config_path)
-        .map_err(|e| format!("invalid OCI spec {}: {e}", config_path.display()))?;
-    let guest = GuestSpec::from_spec(&spec, &request.rootfs);
+fn prepare(request: RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer, Failure> {
+    // The request was read (the spec and the guest's view of it come in it).
     laps.timing.spec_us = laps.lap();
-    let open_err =
-        |what: &str, path: &str, e: std::io::Error| format!("opening {what} {path}: {e}");
+    let RunnerRequest {
+        spec,
+        guest,
+        cache_dir,
+        ..
+    } = &request;
+    let open_err = |what: &str, path: &str, e: std::io::Error| {
+        Failure::new(FailureKind::Io, format!("opening {what} {path}: {e}"))
+    };
     let stdin = fd::open_input(&request.stdin).map_err(|e| open_err("stdin", &request.stdin, e))?;
     let stdout =
         fd::open_output(&request.stdout).map_err(|e| open_err("stdout", &request.stdout, e))?;
@@ -137,41 +143,45 @@ fn prepare(request: &RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer
         |key| std::env::var(key).ok(),
         |key| annotations.get(key).map(String::as_str),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(failure::core)?;
     // From the rootfs, else from the image's wasm layer (fetched now, before confinement).
-    let (source, guest) = payload::source(request, guest, bounds.max_payload_bytes)?;
+    let (source, guest) = payload::source(&request, guest.clone(), bounds.max_payload_bytes)?;
     laps.timing.locate_us = laps.lap();
     let http =
         HttpConfig::from_settings(|key| annotations.get(key).map(String::as_str), &guest.env)
-            .map_err(|e| e.to_string())?;
+            .map_err(failure::core)?;
     let settings = EngineSettings::for_source(&source, guest.memory_limit, &http);
     let runtime = Runtime::new(&settings)
-        .map_err(|e| e.to_string())?
+        .map_err(failure::core)?
         .with_compile_timeout(bounds.compile_timeout);
     laps.timing.engine_us = laps.lap();
-    let runtime = match open_cache() {
+    let runtime = match open_cache(cache_dir.as_deref()) {
         Some(cache) => runtime.with_cache(cache),
         None => runtime,
     };
     let mut prepared = runtime
         .prepare(&source)
-        .map_err(|e| e.to_string())?
+        .map_err(failure::core)?
         .with_http(http);
     // In the pod's network namespace already: a port in use fails Create, with its reason.
-    prepared.bind_http().map_err(|e| e.to_string())?;
+    prepared.bind_http().map_err(failure::core)?;
     laps.timing.load_us = laps.lap();
     let stderr_for_traps = stderr.as_ref().and_then(|f| f.try_clone().ok());
     // Opened now: the guest's user may not write in the bundle.
     let oom_marker_path = request.bundle.join(OOM_MARKER_FILE);
-    let oom_marker = File::create(&oom_marker_path)
-        .map_err(|e| format!("creating {}: {e}", oom_marker_path.display()))?;
+    let oom_marker = File::create(&oom_marker_path).map_err(|e| {
+        Failure::new(
+            FailureKind::Io,
+            format!("creating {}: {e}", oom_marker_path.display()),
+        )
+    })?;
     // Checked and limited while the host's /proc is still there; then the last step with
     // the host's view: from there on only the guest's directories and the pod's DNS files
     // are reachable; then the user, capabilities and seccomp, for good.
-    let confinement = confine::begin(&spec, confine::Role::Runner).map_err(|e| e.to_string())?;
-    let preopens = rootview::enter(&guest.mounts, &request.bundle).map_err(|e| e.to_string())?;
+    let confinement = confine::begin(spec, confine::Role::Runner).map_err(failure::confine)?;
+    let preopens = rootview::enter(&guest.mounts, &request.bundle).map_err(failure::root_view)?;
     laps.timing.root_us = laps.lap();
-    confinement.finish().map_err(|e| e.to_string())?;
+    confinement.finish().map_err(failure::confine)?;
     // Preparation is over: what the compile thread and the filter building freed is given
     // back, so an idle container holds only what its guest uses.
     crate::os::memory::release_free_memory();
@@ -199,23 +209,24 @@ fn prepare(request: &RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer
 
 /// The node's compiled-module cache directory: `$WASMPOD_CACHE_DIR`, else
 /// [`cache::DEFAULT_CACHE_DIR`]; `None` for `WASMPOD_CACHE_DIR=off` (compile on every start).
-fn cache_dir() -> Option<String> {
+/// Read by the shim daemon, which sends it to its runners ([`RunnerRequest::cache_dir`]).
+pub fn cache_dir() -> Option<PathBuf> {
     let dir =
         std::env::var("WASMPOD_CACHE_DIR").unwrap_or_else(|_| cache::DEFAULT_CACHE_DIR.to_owned());
-    (dir != "off").then_some(dir)
+    (dir != "off").then(|| PathBuf::from(dir))
 }
 
 /// The node's compiled-module cache. A cache that cannot be opened, or is not private to
 /// root, is not an error: it is off and the payload is compiled in memory instead (the shim
 /// daemon said why once, [`warn_if_cache_off`]; a runner has no log).
-fn open_cache() -> Option<ModuleCache> {
-    ModuleCache::open(cache_dir()?, cache::DEFAULT_MAX_BYTES).ok()
+fn open_cache(dir: Option<&Path>) -> Option<ModuleCache> {
+    ModuleCache::open(dir?, cache::DEFAULT_MAX_BYTES).ok()
 }
 
 /// Logs, once per shim daemon, why the runners it starts will run without the cache.
-pub fn warn_if_cache_off() {
-    if let Some(dir) = cache_dir()
-        && let Err(e) = ModuleCache::open(&dir, cache::DEFAULT_MAX_BYTES)
+pub fn warn_if_cache_off(dir: Option<&Path>) {
+    if let Some(dir) = dir
+        && let Err(e) = ModuleCache::open(dir, cache::DEFAULT_MAX_BYTES)
     {
         log::warn!("compile cache off, modules are compiled in memory on every start: {e}");
     }

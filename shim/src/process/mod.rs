@@ -1,0 +1,127 @@
+//! The process boundary: what the task lifecycle asks of a container's process, and the
+//! two ways wasmpod makes one.
+//!
+//! | container | how it runs | where |
+//! |---|---|---|
+//! | CRI sandbox (`io.kubernetes.cri.container-type: sandbox`) | a pause process made by the shim: holds the pod's namespaces, no image is run | [`runner`] (`__pause`) |
+//! | wasm (`\0asm` entrypoint, or anything not ELF/`#!`) | a runner: this binary re-executed as `__run` | [`runner`] |
+//! | Linux (ELF or `#!` entrypoint: sidecars) | runc, as any Linux container | [`runc`] |
+//!
+//! Imports run one way: this module holds the shared types and the [`Launcher`] seam and
+//! imports no implementation; [`runc`] and [`runner`] implement [`ContainerProcess`];
+//! [`dispatch`] loads the spec once, decides the kind and calls one of them; the task
+//! lifecycle ([`crate::lifecycle`]) sees only [`Launcher`] (its tests use a fake). Exits are
+//! not seen here: the shim's reaper reports them to
+//! [`crate::lifecycle::Containers::process_exited`].
+
+pub mod dispatch;
+pub mod runc;
+pub mod runner;
+
+use std::path::PathBuf;
+
+use log::warn;
+
+use crate::error::{TaskError, TaskResult};
+use crate::os::cgroup::{Cgroup, CgroupUsage};
+use crate::os::rootfs;
+
+/// What Create asks for.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub rootfs_mounts: Vec<rootfs::RootfsMount>,
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A created container process, waiting for Start.
+pub trait ContainerProcess: Send {
+    fn pid(&self) -> u32;
+    /// Lets the prepared process run.
+    fn start(&mut self) -> TaskResult<()>;
+    /// Sends a signal; `Ok(false)` when the process is already gone.
+    fn signal(&self, signal: u32) -> TaskResult<bool>;
+    /// CPU and memory of the container, when it has a cgroup.
+    fn usage(&self) -> Option<CgroupUsage>;
+    /// The container's processes (its cgroup's, else its one process while it runs).
+    fn pids(&self) -> Vec<u32>;
+    /// True when the container ran out of memory (guest limit or cgroup OOM kill).
+    fn out_of_memory(&self) -> bool;
+    /// Releases what Create set up (rootfs mount, cgroup). Called once, at delete, after exit.
+    fn release(&mut self) -> TaskResult<()>;
+}
+
+/// What every container process has: its id, its pid and, usually, its cgroup. The kinds
+/// of [`ContainerProcess`] delegate signals, pids and usage to it.
+#[derive(Debug)]
+pub struct ProcessCore {
+    pub id: String,
+    pub pid: u32,
+    pub cgroup: Option<Cgroup>,
+    /// The rootfs Create mounted, to unmount at release.
+    pub rootfs: Option<PathBuf>,
+}
+
+impl ProcessCore {
+    pub fn signal(&self, signal: u32) -> TaskResult<bool> {
+        crate::os::signals::send(self.pid, signal).map_err(|e| {
+            TaskError::internal(
+                format!("container {}: signal {signal} to pid {}", self.id, self.pid),
+                e,
+            )
+        })
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        match &self.cgroup {
+            Some(cgroup) => cgroup.pids(),
+            None => vec![self.pid],
+        }
+    }
+
+    pub fn usage(&self) -> Option<CgroupUsage> {
+        self.cgroup.as_ref().map(Cgroup::usage)
+    }
+
+    /// True when the kernel OOM-killed a process of the cgroup.
+    pub fn oom_killed(&self) -> bool {
+        self.cgroup
+            .as_ref()
+            .is_some_and(|c| c.usage().oom_kills > 0)
+    }
+
+    /// Unmounts the rootfs Create mounted (once).
+    pub fn unmount_rootfs(&mut self) -> TaskResult<()> {
+        match self.rootfs.take() {
+            Some(rootfs) => rootfs::unmount(&rootfs).map_err(|e| {
+                TaskError::internal(format!("container {}: unmounting rootfs", self.id), e)
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes the cgroup (after the processes are gone).
+    pub fn remove_cgroup(&mut self) {
+        if let Some(cgroup) = self.cgroup.take()
+            && let Err(e) = cgroup.remove()
+        {
+            warn!("container {}: {e}", self.id);
+        }
+    }
+}
+
+/// What kind of container a spec describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerKind {
+    Sandbox,
+    Wasm,
+    Linux,
+}
+
+/// Makes container processes.
+pub trait Launcher: Send + Sync {
+    fn create(&self, request: &CreateRequest) -> TaskResult<Box<dyn ContainerProcess>>;
+}
