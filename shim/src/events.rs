@@ -7,7 +7,9 @@
 use std::sync::mpsc::{Sender, channel};
 use std::time::SystemTime;
 
-use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskOOM, TaskStart};
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExit, TaskOOM, TaskPaused, TaskResumed, TaskStart,
+};
 use containerd_shim::protos::protobuf::MessageDyn;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::topics;
@@ -40,6 +42,12 @@ pub enum TaskEvent {
         exited_at: SystemTime,
     },
     Oom {
+        id: String,
+    },
+    Paused {
+        id: String,
+    },
+    Resumed {
         id: String,
     },
 }
@@ -153,6 +161,16 @@ fn to_proto(event: &TaskEvent) -> (&'static str, Box<dyn MessageDyn>) {
             let mut e = TaskOOM::new();
             e.container_id = id.clone();
             (topics::TASK_OOM_EVENT_TOPIC, Box::new(e))
+        }
+        TaskEvent::Paused { id } => {
+            let mut e = TaskPaused::new();
+            e.container_id = id.clone();
+            (topics::TASK_PAUSED_EVENT_TOPIC, Box::new(e))
+        }
+        TaskEvent::Resumed { id } => {
+            let mut e = TaskResumed::new();
+            e.container_id = id.clone();
+            (topics::TASK_RESUMED_EVENT_TOPIC, Box::new(e))
         }
     }
 }

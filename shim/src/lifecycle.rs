@@ -13,6 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{info, warn};
+use oci_spec::runtime::LinuxResources;
 
 use crate::error::{TaskError, TaskResult};
 use crate::events::{EventSink, TaskEvent};
@@ -155,6 +156,47 @@ impl Containers {
                 "container {id}: process already finished"
             )));
         }
+        if task.info.state == TaskState::Paused {
+            // A frozen process handles no signal (on cgroup v1 not even SIGKILL) until it
+            // is thawed: thaw it, as runc does, so the signal takes effect.
+            task.process.set_frozen(false)?;
+            task.info.state = task.info.state.resume(id)?;
+            self.events.publish(TaskEvent::Resumed { id: id.into() });
+        }
+        Ok(())
+    }
+
+    /// Freezes the container (cgroup freezer); TaskPaused follows.
+    pub fn pause(&self, id: &str) -> TaskResult<()> {
+        let mut registry = self.lock();
+        let task = find(&mut registry, id)?;
+        let next = task.info.state.pause(id)?;
+        task.process.set_frozen(true)?;
+        task.info.state = next;
+        self.events.publish(TaskEvent::Paused { id: id.into() });
+        info!("container {id}: paused");
+        Ok(())
+    }
+
+    /// Thaws a paused container; TaskResumed follows.
+    pub fn resume(&self, id: &str) -> TaskResult<()> {
+        let mut registry = self.lock();
+        let task = find(&mut registry, id)?;
+        let next = task.info.state.resume(id)?;
+        task.process.set_frozen(false)?;
+        task.info.state = next;
+        self.events.publish(TaskEvent::Resumed { id: id.into() });
+        info!("container {id}: resumed");
+        Ok(())
+    }
+
+    /// Applies changed limits to a container that has a process.
+    pub fn update(&self, id: &str, resources: &LinuxResources) -> TaskResult<()> {
+        let mut registry = self.lock();
+        let task = find(&mut registry, id)?;
+        task.info.state.update(id)?;
+        task.process.update(resources)?;
+        info!("container {id}: resources updated");
         Ok(())
     }
 
@@ -310,6 +352,9 @@ mod tests {
         signals: Arc<Mutex<Vec<(u32, u32)>>>,
     }
 
+    const FREEZE: u32 = 1000;
+    const THAW: u32 = 1001;
+
     struct FakeProcess {
         pid: u32,
         signals: Arc<Mutex<Vec<(u32, u32)>>>,
@@ -336,6 +381,17 @@ mod tests {
             self.pid == 666
         }
         fn release(&mut self) -> TaskResult<()> {
+            Ok(())
+        }
+
+        fn set_frozen(&self, frozen: bool) -> TaskResult<()> {
+            // Recorded beside the signals: FREEZE / THAW.
+            let mark = if frozen { FREEZE } else { THAW };
+            self.signals.lock().unwrap().push((self.pid, mark));
+            Ok(())
+        }
+
+        fn update(&self, _: &LinuxResources) -> TaskResult<()> {
             Ok(())
         }
     }
@@ -386,8 +442,62 @@ mod tests {
                     id, exit_status, ..
                 } => format!("delete {id} {exit_status}"),
                 TaskEvent::Oom { id } => format!("oom {id}"),
+                TaskEvent::Paused { id } => format!("paused {id}"),
+                TaskEvent::Resumed { id } => format!("resumed {id}"),
             })
             .collect()
+    }
+
+    #[test]
+    fn pause_resume_and_kill_while_paused() {
+        let (tx, rx) = channel();
+        let signals: Arc<Mutex<Vec<(u32, u32)>>> = Arc::default();
+        let launcher = FakeLauncher {
+            next_pid: AtomicU32::new(100),
+            fail_with: None,
+            signals: signals.clone(),
+        };
+        let sink: Arc<dyn EventSink> = Arc::new(Mutex::new(tx));
+        let c = Containers::new(Box::new(launcher), sink);
+        c.create(request("a")).unwrap();
+        assert!(matches!(
+            c.pause("a"),
+            Err(TaskError::FailedPrecondition(_))
+        ));
+        c.start("a").unwrap();
+        c.pause("a").unwrap();
+        assert_eq!(c.info("a").unwrap().state, TaskState::Paused);
+        assert!(matches!(
+            c.pause("a"),
+            Err(TaskError::FailedPrecondition(_))
+        ));
+        c.resume("a").unwrap();
+        assert_eq!(c.info("a").unwrap().state, TaskState::Running);
+        c.pause("a").unwrap();
+        // A signal to a paused container is delivered, then the container is thawed.
+        c.kill("a", 9).unwrap();
+        assert_eq!(c.info("a").unwrap().state, TaskState::Running);
+        assert_eq!(
+            *signals.lock().unwrap(),
+            [
+                (100, FREEZE),
+                (100, THAW),
+                (100, FREEZE),
+                (100, 9),
+                (100, THAW)
+            ]
+        );
+        assert_eq!(
+            drain(&rx),
+            [
+                "create a 100",
+                "start a 100",
+                "paused a",
+                "resumed a",
+                "paused a",
+                "resumed a"
+            ]
+        );
     }
 
     #[test]

@@ -36,6 +36,23 @@ pub struct TaskService {
     exit: Arc<ExitSignal>,
 }
 
+/// The LinuxResources JSON that containerd sends in an Update (`resources` is an `Any`
+/// holding `opencontainers/runtime-spec/1/LinuxResources` as JSON).
+fn resources_of(req: &UpdateTaskRequest) -> TaskResult<oci_spec::runtime::LinuxResources> {
+    let Some(any) = req.resources.as_ref() else {
+        return Err(TaskError::InvalidArgument(format!(
+            "container {}: update without resources",
+            req.id
+        )));
+    };
+    serde_json::from_slice(&any.value).map_err(|e| {
+        TaskError::InvalidArgument(format!(
+            "container {}: update resources ({}) are not LinuxResources JSON: {e}",
+            req.id, any.type_url
+        ))
+    })
+}
+
 impl TaskService {
     pub fn new(containers: Arc<Containers>, exit: Arc<ExitSignal>) -> Self {
         TaskService { containers, exit }
@@ -239,20 +256,24 @@ impl Task for TaskService {
         Err(TaskError::unsupported("exec").into())
     }
 
-    fn pause(&self, _ctx: &TtrpcContext, _req: PauseRequest) -> ttrpc::Result<Empty> {
-        Err(TaskError::unsupported("pause").into())
+    fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> ttrpc::Result<Empty> {
+        self.containers.pause(&req.id)?;
+        Ok(Empty::new())
     }
 
-    fn resume(&self, _ctx: &TtrpcContext, _req: ResumeRequest) -> ttrpc::Result<Empty> {
-        Err(TaskError::unsupported("resume").into())
+    fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> ttrpc::Result<Empty> {
+        self.containers.resume(&req.id)?;
+        Ok(Empty::new())
     }
 
     fn checkpoint(&self, _ctx: &TtrpcContext, _req: CheckpointTaskRequest) -> ttrpc::Result<Empty> {
         Err(TaskError::unsupported("checkpoint").into())
     }
 
-    fn update(&self, _ctx: &TtrpcContext, _req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
-        Err(TaskError::unsupported("update").into())
+    fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
+        let resources = resources_of(&req)?;
+        self.containers.update(&req.id, &resources)?;
+        Ok(Empty::new())
     }
 
     fn resize_pty(&self, _ctx: &TtrpcContext, _req: ResizePtyRequest) -> ttrpc::Result<Empty> {

@@ -2,6 +2,10 @@
 //!
 //! ```text
 //! Created ──start──> Running ──exit──> Stopped ──delete──> Deleted
+//!    │                 │   ▲                ▲
+//!    │            pause│   │resume          │exit (killed while paused: thawed to die)
+//!    │                 ▼   │                │
+//!    │                 Paused ──────────────┘
 //!    └──────────────exit (killed before start)──┘
 //!    └──delete (never started)──────────────────────────> Deleted
 //! ```
@@ -13,6 +17,8 @@ use crate::error::{TaskError, TaskResult};
 pub enum TaskState {
     Created,
     Running,
+    /// Frozen by the cgroup freezer (Pause); Resume thaws it.
+    Paused,
     Stopped,
     Deleted,
 }
@@ -27,7 +33,7 @@ impl TaskState {
 
     pub fn exit(self, id: &str) -> TaskResult<TaskState> {
         match self {
-            TaskState::Created | TaskState::Running => Ok(TaskState::Stopped),
+            TaskState::Created | TaskState::Running | TaskState::Paused => Ok(TaskState::Stopped),
             other => Err(refused(id, "exit", other)),
         }
     }
@@ -39,10 +45,32 @@ impl TaskState {
         }
     }
 
-    /// Signals go to a process that exists: created (waiting to start) or running.
+    pub fn pause(self, id: &str) -> TaskResult<TaskState> {
+        match self {
+            TaskState::Running => Ok(TaskState::Paused),
+            other => Err(refused(id, "pause", other)),
+        }
+    }
+
+    pub fn resume(self, id: &str) -> TaskResult<TaskState> {
+        match self {
+            TaskState::Paused => Ok(TaskState::Running),
+            other => Err(refused(id, "resume", other)),
+        }
+    }
+
+    /// Limits change while a process exists (created, running or paused).
+    pub fn update(self, id: &str) -> TaskResult<()> {
+        match self {
+            TaskState::Created | TaskState::Running | TaskState::Paused => Ok(()),
+            other => Err(refused(id, "update", other)),
+        }
+    }
+
+    /// Signals go to a process that exists: created (waiting to start), running or paused.
     pub fn kill(self, id: &str) -> TaskResult<()> {
         match self {
-            TaskState::Created | TaskState::Running => Ok(()),
+            TaskState::Created | TaskState::Running | TaskState::Paused => Ok(()),
             TaskState::Stopped | TaskState::Deleted => Err(TaskError::NotFound(format!(
                 "container {id}: process already finished"
             ))),
@@ -55,6 +83,7 @@ impl TaskState {
         match self {
             TaskState::Created => Status::CREATED,
             TaskState::Running => Status::RUNNING,
+            TaskState::Paused => Status::PAUSED,
             TaskState::Stopped | TaskState::Deleted => Status::STOPPED,
         }
     }
@@ -100,6 +129,35 @@ mod tests {
     fn never_started_task_can_stop_or_be_deleted() {
         assert_eq!(Created.exit("c").unwrap(), Stopped);
         assert_eq!(Created.delete("c").unwrap(), Deleted);
+    }
+
+    #[test]
+    fn pause_and_resume_only_from_the_right_state() {
+        assert_eq!(Running.pause("c").unwrap(), Paused);
+        assert_eq!(Paused.resume("c").unwrap(), Running);
+        assert_eq!(Paused.exit("c").unwrap(), Stopped);
+        assert!(Paused.kill("c").is_ok());
+        assert!(Paused.update("c").is_ok());
+        for result in [Created.pause("c"), Paused.pause("c"), Stopped.pause("c")] {
+            assert!(
+                matches!(result, Err(TaskError::FailedPrecondition(_))),
+                "{result:?}"
+            );
+        }
+        for result in [Running.resume("c"), Stopped.resume("c")] {
+            assert!(
+                matches!(result, Err(TaskError::FailedPrecondition(_))),
+                "{result:?}"
+            );
+        }
+        assert!(matches!(
+            Paused.delete("c"),
+            Err(TaskError::FailedPrecondition(_))
+        ));
+        assert!(matches!(
+            Stopped.update("c"),
+            Err(TaskError::FailedPrecondition(_))
+        ));
     }
 
     #[test]

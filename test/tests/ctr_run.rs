@@ -506,3 +506,108 @@ fn wasi_http_component_serves_in_its_network_namespace_and_a_taken_port_fails_cr
     c.delete_container("http-hello").expect("delete");
     assert_clean(&c);
 }
+
+/// The state column of `ctr tasks ls` for `id`.
+fn task_status(c: &Containerd, id: &str) -> String {
+    let ls = c.ctr(["tasks", "ls"]).expect("ctr tasks ls");
+    ls.stdout_lines()
+        .into_iter()
+        .find_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.first() == Some(&id)).then(|| cols.get(2).unwrap_or(&"").to_string())
+        })
+        .unwrap_or_else(|| panic!("task {id} not listed: {ls}"))
+}
+
+/// The freezer state of process `pid`'s cgroup: v1 `freezer.state`, v2 `frozen 0|1`.
+fn freezer_state(pid: u32) -> String {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup of pid");
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (
+            parts.next(),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        if controllers.split(',').any(|c| c == "freezer") {
+            let file = format!("/sys/fs/cgroup/freezer{path}/freezer.state");
+            return std::fs::read_to_string(&file)
+                .expect(&file)
+                .trim()
+                .to_owned();
+        }
+        if controllers.is_empty()
+            && std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+        {
+            let events = std::fs::read_to_string(format!("/sys/fs/cgroup{path}/cgroup.events"))
+                .expect("cgroup.events");
+            return events
+                .lines()
+                .find(|l| l.starts_with("frozen"))
+                .unwrap_or("")
+                .to_owned();
+        }
+    }
+    panic!("no freezer cgroup for pid {pid}: {cgroups}");
+}
+
+#[test]
+fn pause_resume_and_kill_while_paused() {
+    let c = containerd();
+    let (img, entry) = wasm_image(&c, "pause", p1::SLEEP);
+
+    // Paused, then resumed: the guest carries on and finishes normally.
+    run_detached(&c, &[&img, "pause-resume", &entry, "2"]);
+    let pid = wait_running(&c, "pause-resume");
+    let out = c
+        .ctr(["tasks", "pause", "pause-resume"])
+        .expect("ctr tasks pause");
+    assert!(out.success(), "{out}");
+    assert_eq!(task_status(&c, "pause-resume"), "PAUSED");
+    assert!(
+        matches!(freezer_state(pid).as_str(), "FROZEN" | "frozen 1"),
+        "{}",
+        freezer_state(pid)
+    );
+    // Pausing twice is refused, as runc's shim does.
+    assert!(
+        !c.ctr(["tasks", "pause", "pause-resume"])
+            .expect("ctr")
+            .success()
+    );
+    std::thread::sleep(Duration::from_secs(3)); // past the guest's own 2 s
+    assert_eq!(
+        task_status(&c, "pause-resume"),
+        "PAUSED",
+        "a paused guest must not exit"
+    );
+    let out = c
+        .ctr(["tasks", "resume", "pause-resume"])
+        .expect("ctr tasks resume");
+    assert!(out.success(), "{out}");
+    // Thawed: the guest, past its time, finishes at once.
+    assert_eq!(
+        c.wait_exit("pause-resume", Duration::from_secs(30)),
+        Some(0),
+        "resumed guest's exit"
+    );
+    c.delete_container("pause-resume").expect("delete");
+
+    // Killed while paused: the signal takes effect (the container is thawed to die).
+    run_detached(&c, &[&img, "pause-kill", &entry, "600"]);
+    wait_running(&c, "pause-kill");
+    assert!(
+        c.ctr(["tasks", "pause", "pause-kill"])
+            .expect("ctr")
+            .success()
+    );
+    assert_eq!(task_status(&c, "pause-kill"), "PAUSED");
+    c.kill_task("pause-kill", "SIGKILL")
+        .expect("ctr tasks kill");
+    assert_eq!(
+        c.wait_exit("pause-kill", Duration::from_secs(30)),
+        Some(137)
+    );
+    c.delete_container("pause-kill").expect("delete");
+    assert_clean(&c);
+}

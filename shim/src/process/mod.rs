@@ -21,6 +21,7 @@ pub mod runner;
 use std::path::PathBuf;
 
 use log::warn;
+use oci_spec::runtime::LinuxResources;
 
 use crate::error::{TaskError, TaskResult};
 use crate::os::cgroup::{Cgroup, CgroupUsage};
@@ -52,6 +53,10 @@ pub trait ContainerProcess: Send {
     fn out_of_memory(&self) -> bool;
     /// Releases what Create set up (rootfs mount, cgroup). Called once, at delete, after exit.
     fn release(&mut self) -> TaskResult<()>;
+    /// Freezes (`true`, Pause) or thaws (Resume) every process of the container.
+    fn set_frozen(&self, frozen: bool) -> TaskResult<()>;
+    /// Applies changed limits (Update) to the running container.
+    fn update(&self, resources: &LinuxResources) -> TaskResult<()>;
 }
 
 /// What every container process has: its id, its pid and, usually, its cgroup. The kinds
@@ -101,6 +106,36 @@ impl ProcessCore {
             }),
             None => Ok(()),
         }
+    }
+
+    /// The container's cgroup, or why an operation that needs one cannot be done.
+    fn cgroup_for(&self, what: &str) -> TaskResult<&Cgroup> {
+        self.cgroup.as_ref().ok_or_else(|| {
+            TaskError::FailedPrecondition(format!(
+                "container {}: {what} needs a cgroup and the container has none (no linux.cgroupsPath)",
+                self.id
+            ))
+        })
+    }
+
+    /// Freezes or thaws the container's cgroup.
+    pub fn set_frozen(&self, frozen: bool) -> TaskResult<()> {
+        let what = if frozen { "pause" } else { "resume" };
+        self.cgroup_for(what)?
+            .set_frozen(frozen)
+            .map_err(|e| match e {
+                crate::os::cgroup::CgroupError::NoFreezer => {
+                    TaskError::FailedPrecondition(format!("container {}: {e}", self.id))
+                }
+                e => TaskError::internal(format!("container {}: {what}", self.id), e),
+            })
+    }
+
+    /// Writes changed limits into the container's cgroup.
+    pub fn update(&self, resources: &LinuxResources) -> TaskResult<()> {
+        self.cgroup_for("update")?
+            .update(resources)
+            .map_err(|e| TaskError::internal(format!("container {}: update", self.id), e))
     }
 
     /// Removes the cgroup (after the processes are gone).

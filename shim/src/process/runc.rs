@@ -6,6 +6,7 @@
 //! pod's namespaces itself; the container's init is re-parented to this shim (a subreaper),
 //! whose reaper reports its exit like any other.
 
+use oci_spec::runtime::LinuxResources;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -169,6 +170,32 @@ impl ContainerProcess for RuncProcess {
             warn!("{e}");
         }
         self.core.unmount_rootfs()
+    }
+
+    fn set_frozen(&self, frozen: bool) -> TaskResult<()> {
+        let id = &self.core.id;
+        let what = if frozen { "pause" } else { "resume" };
+        run_runc(id, what, &self.log, &mut runc(&self.log, &[what, id]))
+    }
+
+    fn update(&self, resources: &LinuxResources) -> TaskResult<()> {
+        let id = &self.core.id;
+        // `runc update --resources FILE`: the same LinuxResources JSON, from the bundle.
+        let file = self.log.with_file_name("update-resources.json");
+        let json = serde_json::to_vec(resources)
+            .map_err(|e| TaskError::internal(format!("container {id}: update"), e))?;
+        std::fs::write(&file, json).map_err(|e| {
+            TaskError::internal(format!("container {id}: writing {}", file.display()), e)
+        })?;
+        let path = file.to_string_lossy().into_owned();
+        let result = run_runc(
+            id,
+            "update",
+            &self.log,
+            &mut runc(&self.log, &["update", "--resources", &path, id]),
+        );
+        let _ = std::fs::remove_file(&file);
+        result
     }
 }
 

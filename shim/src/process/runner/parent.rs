@@ -6,6 +6,7 @@
 //! pipe ([`super::protocol`]): a failure keeps its kind, and with it its gRPC code. Start is
 //! one byte on the start pipe.
 
+use oci_spec::runtime::LinuxResources;
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -252,5 +253,13 @@ impl ContainerProcess for RunnerProcess {
         self.start = None;
         self.core.remove_cgroup();
         self.core.unmount_rootfs()
+    }
+
+    fn set_frozen(&self, frozen: bool) -> TaskResult<()> {
+        self.core.set_frozen(frozen)
+    }
+
+    fn update(&self, resources: &LinuxResources) -> TaskResult<()> {
+        self.core.update(resources)
     }
 }
