@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use wasmpod_fixtures::{p1, p2};
 use wasmpod_test::containerd::{ContainerdVersion, PAUSE_IMAGE};
-use wasmpod_test::cri::{ContainerConfig, read_log};
+use wasmpod_test::cri::{ContainerConfig, api, read_log};
 
 use node::Node;
 
@@ -298,6 +298,87 @@ fn memory_limit_oom(n: &Node, version: ContainerdVersion) {
     n.teardown(&pod);
 }
 
+/// The value of cgroup file `file` of process `pid` (v1: under `controller`'s hierarchy).
+fn cgroup_value(pid: u32, controller: &str, file: &str) -> String {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup of pid");
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let path = cgroups
+        .lines()
+        .find_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let ours = if v2 {
+                controllers.is_empty()
+            } else {
+                controllers.split(',').any(|c| c == controller)
+            };
+            ours.then(|| path.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no {controller} cgroup for {pid}: {cgroups}"));
+    let dir = if v2 {
+        format!("/sys/fs/cgroup{path}")
+    } else {
+        format!("/sys/fs/cgroup/{controller}{path}")
+    };
+    let file = format!("{dir}/{file}");
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+        .trim()
+        .to_owned()
+}
+
+/// UpdateContainerResources (kubelet's in-place resize) changes the running container's
+/// memory and CPU limits in its cgroup, and the guest keeps running.
+fn update_container_resources(n: &Node, version: ContainerdVersion) {
+    let image = n.wasm_image("sleep", p1::SLEEP);
+    let pod = n.start_pod("resize");
+    let config = ContainerConfig::new("sleeper", &image)
+        .args(["600"])
+        .memory_limit(64 << 20);
+    let id = n.create_and_start(&pod, &config);
+    n.wait_running(&id, "sleeper");
+    let pid = n.cri.container_pid(&id).expect("container pid");
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let (memory_file, quota_file) = if v2 {
+        ("memory.max", "cpu.max")
+    } else {
+        ("memory.limit_in_bytes", "cpu.cfs_quota_us")
+    };
+    assert_eq!(
+        cgroup_value(pid, "memory", memory_file),
+        (64u64 << 20).to_string(),
+        "{version}"
+    );
+    n.cri
+        .update_container_resources(
+            &id,
+            api::LinuxContainerResources {
+                memory_limit_in_bytes: 128 << 20,
+                cpu_period: 100_000,
+                cpu_quota: 50_000,
+                cpu_shares: 512,
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{version}: UpdateContainerResources: {e}"));
+    assert_eq!(
+        cgroup_value(pid, "memory", memory_file),
+        (128u64 << 20).to_string(),
+        "{version}"
+    );
+    let quota = cgroup_value(pid, "cpu", quota_file);
+    assert!(
+        quota.starts_with("50000"),
+        "{version}: {quota_file} = {quota}"
+    );
+    assert_eq!(
+        n.cri.container_status(&id).expect("status").state,
+        api::ContainerState::ContainerRunning as i32,
+        "{version}: the guest keeps running"
+    );
+    n.teardown(&pod);
+}
+
 /// ContainerStats reports non-zero CPU and memory for a busy guest.
 fn stats_of_busy_guest(n: &Node, version: ContainerdVersion) {
     let image = n.wasm_image("spin", p1::SPIN);
@@ -410,6 +491,7 @@ cri_suite! {
         runs_as_the_pod_user,
         mixed_pod,
         memory_limit_oom,
+        update_container_resources,
         stats_of_busy_guest,
         remove_running_pod_leaves_nothing,
     ]

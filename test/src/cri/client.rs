@@ -296,6 +296,24 @@ impl CriClient {
         .map(drop)
     }
 
+    /// `UpdateContainerResources` (what kubelet sends for an in-place resize).
+    pub fn update_container_resources(
+        &self,
+        id: &str,
+        resources: cri::LinuxContainerResources,
+    ) -> Result<(), CriError> {
+        let mut c = self.runtime.clone();
+        self.call(
+            "UpdateContainerResources",
+            c.update_container_resources(cri::UpdateContainerResourcesRequest {
+                container_id: id.to_owned(),
+                linux: Some(resources),
+                ..Default::default()
+            }),
+        )
+        .map(drop)
+    }
+
     /// `ContainerStatus`.
     pub fn container_status(&self, id: &str) -> Result<cri::ContainerStatus, CriError> {
         let mut c = self.runtime.clone();
