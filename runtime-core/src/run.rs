@@ -301,7 +301,8 @@ impl Prepared {
         let memory_refused;
         let outcome = match self.entry {
             Entry::Module(pre) => {
-                let limits = GuestLimits::new(config.memory_limit);
+                let limits = GuestLimits::new(config.memory_limit)
+                    .following(config.memory_limit_now.clone());
                 memory_refused = limits.memory_refused();
                 let host = ModuleHost {
                     limits,
@@ -316,7 +317,8 @@ impl Prepared {
                     .map(|()| 0)
             }
             Entry::Command(pre) => {
-                let limits = GuestLimits::new(config.memory_limit);
+                let limits = GuestLimits::new(config.memory_limit)
+                    .following(config.memory_limit_now.clone());
                 memory_refused = limits.memory_refused();
                 let host = ComponentHost {
                     limits,

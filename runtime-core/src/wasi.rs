@@ -36,6 +36,9 @@ pub struct WasiConfig {
     pub stderr: Option<File>,
     /// Cap on each linear memory and table growth, in bytes (the container's memory limit).
     pub memory_limit: Option<usize>,
+    /// The memory limit in force now, when it can change while the guest runs (a growth
+    /// past `memory_limit` that it allows goes through).
+    pub memory_limit_now: Option<crate::limits::MemoryLimitNow>,
     /// Let the guest open sockets in the container's network namespace.
     pub allow_network: bool,
 }

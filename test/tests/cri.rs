@@ -376,6 +376,29 @@ fn update_container_resources(n: &Node, version: ContainerdVersion) {
         api::ContainerState::ContainerRunning as i32,
         "{version}: the guest keeps running"
     );
+
+    // A guest that waits, then grows past its starting limit: resized meanwhile, it may.
+    let image = n.wasm_image("alloc", p1::ALLOC);
+    let grower = ContainerConfig::new("grower", &image)
+        .args(["64", "3"])
+        .memory_limit(48 << 20);
+    let id = n.create_and_start(&pod, &grower);
+    n.cri
+        .update_container_resources(
+            &id,
+            api::LinuxContainerResources {
+                memory_limit_in_bytes: 160 << 20,
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{version}: UpdateContainerResources: {e}"));
+    let (status, log) = n.exited(&pod, &grower, &id);
+    assert_eq!(
+        (status.exit_code, status.reason.as_str()),
+        (0, "Completed"),
+        "{version}: a guest under a raised limit must grow past the old one: {status:?} {log:?}"
+    );
+    assert!(log.iter().any(|l| l == "done"), "{version}: {log:?}");
     n.teardown(&pod);
 }
 

@@ -88,7 +88,8 @@ impl RequestTemplate {
             wasi: builder.build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            limits: GuestLimits::new(self.config.memory_limit),
+            limits: GuestLimits::new(self.config.memory_limit)
+                .following(self.config.memory_limit_now.clone()),
         })
     }
 

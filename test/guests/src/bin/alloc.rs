@@ -3,6 +3,7 @@
 //! prints `allocated N MiB` after each step, then `done`. Tests use it to drive a guest
 //! past its memory limit: with a limit below `MIB`, `memory.grow` fails and the Rust
 //! allocator aborts (a trap), which the runtime must report as out-of-memory.
+//! `alloc MIB SECS` first sleeps SECS seconds (a test changes the limit meanwhile).
 
 use std::io::Write;
 
@@ -11,6 +12,10 @@ fn main() {
         .nth(1)
         .map(|s| s.parse().expect("MiB must be an integer"))
         .unwrap_or(1024);
+    if let Some(secs) = std::env::args().nth(2) {
+        let secs: u64 = secs.parse().expect("SECS must be an integer");
+        std::thread::sleep(std::time::Duration::from_secs(secs));
+    }
     let mut chunks: Vec<Vec<u8>> = Vec::new();
     let mut out = std::io::stdout();
     for n in 1..=target {

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use wasmpod_runtime_core::cache::{self, ModuleCache};
+use wasmpod_runtime_core::limits::MemoryLimitNow;
 use wasmpod_runtime_core::{
     EngineSettings, ExitStatus, HttpConfig, PrepareBounds, Prepared, Runtime, WasiConfig,
 };
@@ -178,6 +179,9 @@ fn prepare(request: RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer,
     // Checked and limited while the host's /proc is still there; then the last step with
     // the host's view: from there on only the guest's directories and the pod's DNS files
     // are reachable; then the user, capabilities and seccomp, for good.
+    // Opened while the cgroup filesystem is still visible: the guest's memory cap follows a
+    // raised limit (in-place resize) by reading it here.
+    let memory_limit_now = guest.memory_limit.and_then(|_| memory_limit_now(spec));
     let confinement = confine::begin(spec, confine::Role::Runner).map_err(failure::confine)?;
     let preopens = rootview::enter(&guest.mounts, &request.bundle).map_err(failure::root_view)?;
     laps.timing.root_us = laps.lap();
@@ -196,6 +200,7 @@ fn prepare(request: RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer,
         stdout,
         stderr,
         memory_limit: guest.memory_limit,
+        memory_limit_now,
         allow_network: true,
     };
     Ok(PreparedContainer {
@@ -205,6 +210,29 @@ fn prepare(request: RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer,
         stderr: stderr_for_traps,
         oom_marker,
     })
+}
+
+/// Reads the memory limit in force on the container's cgroup through a descriptor opened
+/// now (`memory.max` / `memory.limit_in_bytes`; `max` reads as unlimited). `None` without
+/// a cgroup or a memory controller: the starting limit then stays the guest's cap.
+fn memory_limit_now(spec: &oci_spec::runtime::Spec) -> Option<MemoryLimitNow> {
+    let path = spec.linux().as_ref()?.cgroups_path().as_ref()?;
+    let file = crate::os::cgroup::Cgroup::new(&path.display().to_string())
+        .ok()?
+        .memory_limit_file()?;
+    let file = File::open(file).ok()?;
+    Some(MemoryLimitNow::new(move || {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 32];
+        let n = file.read_at(&mut buf, 0).ok()?;
+        let text = std::str::from_utf8(&buf[..n]).ok()?.trim();
+        if text == "max" {
+            return Some(usize::MAX);
+        }
+        text.parse::<u64>()
+            .ok()
+            .map(|v| usize::try_from(v).unwrap_or(usize::MAX))
+    }))
 }
 
 /// The node's compiled-module cache directory: `$WASMPOD_CACHE_DIR`, else
