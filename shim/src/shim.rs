@@ -181,7 +181,7 @@ impl containerd_shim::Shim for WasmpodShim {
         crate::process::runner::warn_if_cache_off(cache_dir.as_deref());
         let events: Arc<dyn EventSink> =
             Arc::new(RemoteEvents::new(publisher, self.namespace.clone()));
-        let exe = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
+        let exe = own_binary();
         let launcher = ShimLauncher::new(RunnerSettings {
             exe,
             containerd: Some(crate::image::ContainerdApi {
@@ -228,5 +228,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(grouping_id(dir.path(), "c1"), "pod-123");
+    }
+}
+
+/// The binary runners are started from: this daemon's own, held open from its start so that
+/// a shim upgrade that replaces (renames over) the file on disk does not change what runs.
+/// The child execs `/proc/self/fd/N`, its inherited copy of that descriptor (as `fexecve`).
+fn own_binary() -> std::path::PathBuf {
+    static OWN: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    let file = OWN.get_or_init(|| match std::fs::File::open("/proc/self/exe") {
+        Ok(file) => Some(file),
+        Err(e) => {
+            warn!("opening /proc/self/exe: {e}; runners start from the binary's path");
+            None
+        }
+    });
+    match file {
+        Some(file) => {
+            use std::os::fd::AsRawFd;
+            format!("/proc/self/fd/{}", file.as_raw_fd()).into()
+        }
+        None => std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into()),
     }
 }

@@ -611,3 +611,89 @@ fn pause_resume_and_kill_while_paused() {
     c.delete_container("pause-kill").expect("delete");
     assert_clean(&c);
 }
+
+/// A shim upgrade replaces the binary on disk (a new file renamed over the old one) while a
+/// pod's shim daemon runs: the daemon keeps starting its containers from the binary it runs.
+#[test]
+fn a_new_container_starts_after_the_shim_binary_is_replaced() {
+    require_root_and_containerd();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let shim = dir.path().join("containerd-shim-wasmpod-v1");
+    std::fs::copy(
+        wasmpod_test::containerd::locate_shim().expect("built shim"),
+        &shim,
+    )
+    .expect("copy the shim");
+    let c = Containerd::builder()
+        .shim(&shim)
+        .start()
+        .expect("start private containerd with a copied shim");
+    let (sleep_img, sleep_entry) = wasm_image(&c, "upgrade-sleep", p1::SLEEP);
+    let (hello_img, hello_entry) = wasm_image(&c, "upgrade-hello", p1::HELLO);
+    let group = format!("sandbox-upgrade-{}", std::process::id());
+    c.note_group(&group);
+    let annotation = format!("io.kubernetes.cri.sandbox-id={group}");
+    run_detached(
+        &c,
+        &[
+            "--annotation",
+            &annotation,
+            &sleep_img,
+            "upgrade-a",
+            &sleep_entry,
+            "600",
+        ],
+    );
+    wait_running(&c, "upgrade-a");
+
+    // The "new version", renamed over the installed file: a shim whose runner would fail
+    // (containerd itself runs the new file's `start`, which must work as in a real upgrade).
+    let original = dir.path().join("previous-build");
+    std::fs::copy(&shim, &original).expect("keep a copy");
+    let replacement = dir.path().join("containerd-shim-wasmpod-v1.new");
+    std::fs::write(
+        &replacement,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in __run|__pause) exit 3;; esac\nexec {} \"$@\"\n",
+            original.display()
+        ),
+    )
+    .expect("write replacement");
+    std::fs::set_permissions(
+        &replacement,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod replacement");
+    std::fs::rename(&replacement, &shim).expect("rename over the shim");
+
+    let log = dir.path().join("b.log");
+    let out = c
+        .run([
+            "-d",
+            "--log-uri",
+            &format!("file://{}", log.display()),
+            "--runtime",
+            RUNTIME,
+            "--annotation",
+            &annotation,
+            &hello_img,
+            "upgrade-b",
+            &hello_entry,
+        ])
+        .expect("ctr run");
+    assert!(
+        out.success(),
+        "a container of the running pod must still start: {out}"
+    );
+    assert_eq!(c.wait_exit("upgrade-b", Duration::from_secs(30)), Some(0));
+    let printed = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(printed.contains("hello"), "guest output: {printed:?}");
+    assert_eq!(c.shim_daemons().len(), 1, "still the one daemon of the pod");
+
+    c.kill_task("upgrade-a", "SIGKILL").expect("kill");
+    assert_eq!(c.wait_exit("upgrade-a", Duration::from_secs(30)), Some(137));
+    for id in ["upgrade-a", "upgrade-b"] {
+        c.delete_container(id).expect("delete");
+    }
+    assert_clean(&c);
+}

@@ -74,6 +74,7 @@ pub fn create(
     } = resolved;
     let cgroup = create_cgroup(id, &spec)?;
     let runner_request = RunnerRequest {
+        build: super::protocol::this_build(),
         id: id.clone(),
         bundle: request.bundle.clone(),
         rootfs: request.bundle.join("rootfs"),

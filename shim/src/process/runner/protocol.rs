@@ -41,6 +41,10 @@ pub const REQUEST_FD: i32 = 5;
 /// Everything a child needs, resolved by the shim once.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunnerRequest {
+    /// The shim build that wrote the request ([`this_build`]); a runner of another build
+    /// refuses it rather than misread it.
+    #[serde(default)]
+    pub build: String,
     pub id: String,
     pub bundle: PathBuf,
     pub rootfs: PathBuf,
@@ -70,7 +74,32 @@ impl RunnerRequest {
         let mut json = String::new();
         pipe.read_to_string(&mut json)
             .map_err(|e| format!("reading the runner request: {e}"))?;
+        // The build first: a request of another build may not even parse.
+        let build = serde_json::from_str::<serde_json::Value>(&json)
+            .ok()
+            .and_then(|v| v.get("build")?.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        check_build(&build)?;
         serde_json::from_str(&json).map_err(|e| format!("invalid runner request: {e}"))
+    }
+}
+
+/// The build of this binary: version and commit. The shim daemon and the runners it starts
+/// are one binary (re-executed through a descriptor opened at daemon start, so replacing
+/// the file on disk does not change it); the check catches anything else.
+pub fn this_build() -> String {
+    format!("{} {}", crate::version::VERSION, crate::version::COMMIT)
+}
+
+/// Refuses a request written by another build.
+pub fn check_build(build: &str) -> Result<(), String> {
+    let ours = this_build();
+    if build == ours {
+        Ok(())
+    } else {
+        Err(format!(
+            "the shim daemon (build {build:?}) started a runner of another build ({ours:?}); refusing: restart the pod to use the new shim"
+        ))
     }
 }
 
@@ -220,5 +249,21 @@ impl std::fmt::Display for PrepareTiming {
             ms(self.load_us),
             ms(self.root_us)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_of_another_build_is_refused_by_name() {
+        assert!(check_build(&this_build()).is_ok());
+        let err =
+            RunnerRequest::read_from(&br#"{"build":"0.0.1 deadbeef","id":"x"}"#[..]).unwrap_err();
+        assert!(
+            err.contains("0.0.1 deadbeef") && err.contains("another build"),
+            "{err}"
+        );
     }
 }
