@@ -204,6 +204,27 @@ impl containerd_shim::Shim for WasmpodShim {
     }
 }
 
+/// The binary runners are started from: this daemon's own, held open from its start so that
+/// a shim upgrade that replaces (renames over) the file on disk does not change what runs.
+/// The child execs `/proc/self/fd/N`, its inherited copy of that descriptor (as `fexecve`).
+fn own_binary() -> std::path::PathBuf {
+    static OWN: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    let file = OWN.get_or_init(|| match std::fs::File::open("/proc/self/exe") {
+        Ok(file) => Some(file),
+        Err(e) => {
+            warn!("opening /proc/self/exe: {e}; runners start from the binary's path");
+            None
+        }
+    });
+    match file {
+        Some(file) => {
+            use std::os::fd::AsRawFd;
+            format!("/proc/self/fd/{}", file.as_raw_fd()).into()
+        }
+        None => std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,26 +249,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!(grouping_id(dir.path(), "c1"), "pod-123");
-    }
-}
-
-/// The binary runners are started from: this daemon's own, held open from its start so that
-/// a shim upgrade that replaces (renames over) the file on disk does not change what runs.
-/// The child execs `/proc/self/fd/N`, its inherited copy of that descriptor (as `fexecve`).
-fn own_binary() -> std::path::PathBuf {
-    static OWN: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
-    let file = OWN.get_or_init(|| match std::fs::File::open("/proc/self/exe") {
-        Ok(file) => Some(file),
-        Err(e) => {
-            warn!("opening /proc/self/exe: {e}; runners start from the binary's path");
-            None
-        }
-    });
-    match file {
-        Some(file) => {
-            use std::os::fd::AsRawFd;
-            format!("/proc/self/fd/{}", file.as_raw_fd()).into()
-        }
-        None => std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into()),
     }
 }
