@@ -21,6 +21,9 @@ use crate::os::cgroup::CgroupUsage;
 use crate::process::{ContainerProcess, CreateRequest, Launcher};
 use crate::state::TaskState;
 
+/// How long an exit waits for its container's output to be read (see [`crate::os::drain`]).
+const OUTPUT_DRAIN_BOUND: Duration = Duration::from_secs(2);
+
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exit {
@@ -206,10 +209,31 @@ impl Containers {
             status,
             at: SystemTime::now(),
         };
+        let alive = |t: &Task| {
+            t.info.pid == pid
+                && matches!(
+                    t.info.state,
+                    TaskState::Created | TaskState::Running | TaskState::Paused
+                )
+        };
+        // The guest's last lines first: TaskExit must not overtake unread output. Waited
+        // for without the lock, so the pod's other containers are not held up.
+        let output = self
+            .lock()
+            .tasks
+            .values()
+            .find(|t| alive(t))
+            .and_then(|t| t.process.output());
+        if let Some(output) = output {
+            let left = output.wait_read(OUTPUT_DRAIN_BOUND);
+            if left > 0 {
+                warn!(
+                    "pid {pid}: {left} bytes of output still unread after {OUTPUT_DRAIN_BOUND:?}; publishing the exit"
+                );
+            }
+        }
         let mut registry = self.lock();
-        let task = registry.tasks.values_mut().find(|t| {
-            t.info.pid == pid && matches!(t.info.state, TaskState::Created | TaskState::Running)
-        });
+        let task = registry.tasks.values_mut().find(|t| alive(t));
         match task {
             Some(task) => {
                 let id = task.info.id.clone();

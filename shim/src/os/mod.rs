@@ -3,6 +3,7 @@
 
 pub mod caps;
 pub mod cgroup;
+pub mod drain;
 pub mod exec;
 pub mod fd;
 pub mod limits;

@@ -57,6 +57,11 @@ pub trait ContainerProcess: Send {
     fn set_frozen(&self, frozen: bool) -> TaskResult<()>;
     /// Applies changed limits (Update) to the running container.
     fn update(&self, resources: &LinuxResources) -> TaskResult<()>;
+    /// The container's output FIFOs, to wait until they are read before its exit is
+    /// published (`None`: the process's output goes through something that flushes itself).
+    fn output(&self) -> Option<std::sync::Arc<crate::os::drain::OutputDrain>> {
+        None
+    }
 }
 
 /// What every container process has: its id, its pid and, usually, its cgroup. The kinds

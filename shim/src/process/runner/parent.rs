@@ -32,6 +32,8 @@ struct RunnerProcess {
     core: ProcessCore,
     bundle: PathBuf,
     start: Option<std::fs::File>,
+    /// Read ends of the output FIFOs: the exit is published once they are read.
+    output: std::sync::Arc<crate::os::drain::OutputDrain>,
 }
 
 /// How this shim starts its children; the same for every container of the daemon.
@@ -105,6 +107,10 @@ pub fn create(
                 },
                 bundle: request.bundle.clone(),
                 start: Some(start),
+                output: std::sync::Arc::new(crate::os::drain::OutputDrain::open([
+                    request.stdout.as_str(),
+                    request.stderr.as_str(),
+                ])),
             }))
         }
         Err(e) => {
@@ -262,5 +268,9 @@ impl ContainerProcess for RunnerProcess {
 
     fn update(&self, resources: &LinuxResources) -> TaskResult<()> {
         self.core.update(resources)
+    }
+
+    fn output(&self) -> Option<std::sync::Arc<crate::os::drain::OutputDrain>> {
+        Some(self.output.clone())
     }
 }
