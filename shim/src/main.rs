@@ -20,6 +20,11 @@ mod service;
 mod shim;
 mod state;
 
+// Static (musl) builds: musl's malloc serialises wasmtime's multi-threaded allocations.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The runtime type containerd knows this shim by.
 const RUNTIME_ID: &str = "io.containerd.wasmpod.v1";
 
