@@ -40,11 +40,13 @@ impl Linkage {
             needed: 0,
         };
         for ph in file.elf_program_headers() {
-            let bad = |e| panic!("{}: bad program header: {e}", path.display());
-            if let Some(interp) = ph.interpreter(endian, &*data).unwrap_or_else(bad) {
+            let bad = |e: object::read::Error| -> ! {
+                panic!("{}: bad program header: {e}", path.display())
+            };
+            if let Some(interp) = ph.interpreter(endian, &*data).unwrap_or_else(|e| bad(e)) {
                 linkage.interpreter = Some(String::from_utf8_lossy(interp).into_owned());
             }
-            if let Some(dynamic) = ph.dynamic(endian, &*data).unwrap_or_else(bad) {
+            if let Some(dynamic) = ph.dynamic(endian, &*data).unwrap_or_else(|e| bad(e)) {
                 linkage.needed += dynamic
                     .iter()
                     .filter(|d| d.tag(endian) == elf::DT_NEEDED)
