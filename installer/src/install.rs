@@ -1,11 +1,19 @@
 //! `install` and `uninstall`: the order of the steps and the decisions between them.
 //!
 //! install: detect → resolve version and cgroup driver → plan → (dry run: report the diffs and
-//! stop) → copy the shim → save state → write files → restart containerd *only if a config
-//! file changed* → probe → label the node. A failed probe removes the label, so the
-//! RuntimeClass never sends pods to a node whose containerd lacks the runtime.
+//! stop) → keep every file it may touch ([`Snapshot`]) → the node's containerd validates the
+//! candidate config → copy the shim → run it on the host (`--version`, `--self-check`) →
+//! save state → write files → restart containerd *only if a config file changed* → probe →
+//! label the node.
 //!
-//! uninstall: unlabel first (no new pods arrive) → revert each recorded file (byte-for-byte
+//! Any failure after the snapshot is a refusal that leaves the node as it was: every file
+//! is put back byte for byte (config, shim, its backup, the state file), containerd is
+//! restarted again when it had been restarted (and must serve again), the node label is
+//! removed, and the error says what failed and what the rollback did. The RuntimeClass
+//! never sends pods to a node whose containerd lacks the runtime or whose shim cannot run.
+//!
+//! uninstall: unlabel first (no new pods arrive) → refuse while wasmpod tasks still run
+//! (unless `force`) → revert each recorded file (byte-for-byte
 //! original when it still holds what we wrote) → restart if anything changed → remove the
 //! shim (or restore the binary it replaced) → probe that the runtime is gone → drop the state.
 //!
@@ -20,10 +28,16 @@ use crate::label::NodeLabeler;
 use crate::plan::{self, FileEdit};
 use crate::probe::{Expect, Prober};
 use crate::restart::{HostExec, Restarter};
+use crate::rollback::Snapshot;
+use crate::shimcheck::ShimChecker;
 use crate::shimfile;
 use crate::state::{self, InstallState, ShimRecord};
+use crate::tasks::TaskFinder;
 use crate::tomledit::{ConfigVersion, RuntimeSpec};
-use crate::{Error, HANDLER, NODE_LABEL, RUNTIME_TYPE, SHIM_BINARY};
+use crate::{Error, HANDLER, NODE_LABEL, RUNTIME_TYPE, SHIM_BINARY, validate};
+
+/// Where a foreign shim binary is saved before it is replaced (host path).
+const BACKUP_DIR: &str = "/var/lib/wasmpod/backup";
 
 /// What to install and where (paths are host paths unless noted).
 #[derive(Debug, Clone)]
@@ -52,6 +66,14 @@ pub struct Options {
     pub node_name: Option<String>,
     /// Report the changes without making them.
     pub dry_run: bool,
+    /// The host's containerd binary (asked its version, and to validate the candidate).
+    pub containerd_bin: String,
+    /// Validate the candidate config with `containerd config dump` before writing it.
+    pub validate: bool,
+    /// Run the installed shim (`--version`, `--self-check`) before labelling the node.
+    pub shim_check: bool,
+    /// `uninstall` even while wasmpod tasks run.
+    pub force: bool,
 }
 
 impl Options {
@@ -70,6 +92,10 @@ impl Options {
             state_file: PathBuf::from("/var/lib/wasmpod/install-state.json"),
             node_name: None,
             dry_run: false,
+            containerd_bin: "containerd".to_owned(),
+            validate: true,
+            shim_check: true,
+            force: false,
         }
     }
 
@@ -88,6 +114,10 @@ pub struct Seams<'a> {
     pub prober: &'a dyn Prober,
     /// Labels the node (`None`: no labelling possible).
     pub labeler: Option<&'a dyn NodeLabeler>,
+    /// Runs the installed shim on the host.
+    pub shim_checker: &'a dyn ShimChecker,
+    /// Finds wasmpod tasks still running.
+    pub tasks: &'a dyn TaskFinder,
 }
 
 /// What a run did (or, dry, would do).
@@ -127,7 +157,7 @@ fn resolve_version(detected: &Detected, opts: &Options, exec: &dyn HostExec) -> 
         return v;
     }
     if matches!(detected.flavour, Flavour::Containerd | Flavour::MicroK8s) {
-        match exec.run(&["containerd".to_owned(), "--version".to_owned()]) {
+        match exec.run(&[opts.containerd_bin.clone(), "--version".to_owned()]) {
             Ok(out) => {
                 if let Some(v) = detect::version_from_containerd(&out.stdout) {
                     log::info!(
@@ -144,10 +174,15 @@ fn resolve_version(detected: &Detected, opts: &Options, exec: &dyn HostExec) -> 
     ConfigVersion::V2
 }
 
-fn expect(detected: &Detected, version: ConfigVersion, present: bool) -> Expect {
+fn expect(
+    detected: &Detected,
+    opts: &Options,
+    version: ConfigVersion,
+    present: Option<bool>,
+) -> Expect {
     let dump = match &detected.layout {
         detect::Layout::Containerd { root, .. } => Some(vec![
-            "containerd".to_owned(),
+            opts.containerd_bin.clone(),
             "--config".to_owned(),
             root.display().to_string(),
             "config".to_owned(),
@@ -218,38 +253,30 @@ pub fn install(opts: &Options, seams: &Seams<'_>) -> Result<Report, Error> {
         }
     }
     let previous = state::load(host, &opts.state_file)?;
+    let expected = match &opts.shim_source {
+        Some(source) => shimfile::expected_digest(source, opts.shim_sha256.as_deref())?,
+        None => None,
+    };
+    let backup = Path::new(BACKUP_DIR).join(SHIM_BINARY);
+    let target = opts.shim_target();
 
-    if let Some(source) = &opts.shim_source {
-        let expected = shimfile::expected_digest(source, opts.shim_sha256.as_deref())?;
-        let ours = previous
-            .as_ref()
-            .and_then(|s| s.shim.as_ref())
-            .map(|s| s.sha256.as_str());
-        let backup = Path::new("/var/lib/wasmpod/backup").join(SHIM_BINARY);
-        let result = shimfile::install_shim(
-            host,
-            source,
-            expected.as_deref(),
-            &opts.shim_target(),
-            ours,
-            &backup,
-            opts.dry_run,
-        )?;
-        report.shim_changed = result.changed;
-        if !opts.dry_run {
-            let mut st = previous
-                .clone()
-                .unwrap_or_else(|| new_state(&detected, version));
-            let keep_backup = st.shim.as_ref().and_then(|s| s.backup.clone());
-            st.shim = Some(ShimRecord {
-                path: opts.shim_target(),
-                sha256: result.sha256,
-                backup: result.backup.or(keep_backup),
-            });
-            state::save(host, &opts.state_file, &st)?;
-        }
-    }
     if opts.dry_run {
+        if let Some(source) = &opts.shim_source {
+            let ours = previous
+                .as_ref()
+                .and_then(|s| s.shim.as_ref())
+                .map(|s| s.sha256.as_str());
+            let result = shimfile::install_shim(
+                host,
+                source,
+                expected.as_deref(),
+                &target,
+                ours,
+                &backup,
+                true,
+            )?;
+            report.shim_changed = result.changed;
+        }
         log::info!(
             "dry run: {} file(s) would change{}",
             changed.len(),
@@ -262,8 +289,60 @@ pub fn install(opts: &Options, seams: &Seams<'_>) -> Result<Report, Error> {
         return Ok(report);
     }
 
-    let mut st =
-        state::load(host, &opts.state_file)?.unwrap_or_else(|| new_state(&detected, version));
+    // From here on, a failure puts every one of these files back.
+    let touched = [
+        target.as_path(),
+        backup.as_path(),
+        opts.state_file.as_path(),
+    ]
+    .into_iter()
+    .chain(changed.iter().map(|e| e.path.as_path()));
+    let snapshot = Snapshot::take(host, touched)?;
+    let undo =
+        |cause: Error, restarted: bool| refuse(opts, seams, &detected, &snapshot, cause, restarted);
+
+    if !changed.is_empty() && opts.validate {
+        validate::validate(host, seams.exec, &opts.containerd_bin, &detected, &edits)
+            .map_err(|e| undo(e.into(), false))?;
+    }
+
+    let mut st = previous
+        .clone()
+        .unwrap_or_else(|| new_state(&detected, version));
+    if let Some(source) = &opts.shim_source {
+        let ours = previous
+            .as_ref()
+            .and_then(|s| s.shim.as_ref())
+            .map(|s| s.sha256.as_str());
+        let result = shimfile::install_shim(
+            host,
+            source,
+            expected.as_deref(),
+            &target,
+            ours,
+            &backup,
+            false,
+        )
+        .map_err(|e| undo(e.into(), false))?;
+        report.shim_changed = result.changed;
+        let keep_backup = st.shim.as_ref().and_then(|s| s.backup.clone());
+        st.shim = Some(ShimRecord {
+            path: target.clone(),
+            sha256: result.sha256,
+            backup: result.backup.or(keep_backup),
+        });
+    }
+    if opts.shim_check {
+        if host.exists(&target) {
+            check_shim(seams.shim_checker, &target).map_err(|e| undo(e, false))?;
+        } else {
+            log::warn!(
+                "{} is not there (--no-shim): not checking that the shim runs",
+                target.display()
+            );
+        }
+    }
+
     st.config_version = version;
     if let detect::Layout::Containerd { dropin, .. } = &detected.layout
         && edits.iter().any(|e| e.path == *dropin)
@@ -274,27 +353,93 @@ pub fn install(opts: &Options, seams: &Seams<'_>) -> Result<Report, Error> {
         let written = sha256_hex(edit.after.as_deref().unwrap_or("").as_bytes());
         st.record_file(&edit.path, edit.kind, edit.before.as_deref(), written);
     }
-    state::save(host, &opts.state_file, &st)?;
-    for edit in &changed {
-        apply(host, edit)?;
-    }
+    let written = (|| {
+        state::save(host, &opts.state_file, &st)?;
+        for edit in &changed {
+            apply(host, edit)?;
+        }
+        Ok::<(), Error>(())
+    })();
+    written.map_err(|e| undo(e, false))?;
 
     if changed.is_empty() {
         log::info!("configuration unchanged: containerd not restarted");
     } else {
-        seams.restarter.restart(&detected.unit)?;
+        seams
+            .restarter
+            .restart(&detected.unit)
+            .map_err(|e| undo(e.into(), true))?;
         report.restarted = true;
     }
-    if let Err(e) = seams.prober.probe(&expect(&detected, version, true)) {
-        log::error!("probe failed: {e}");
-        if let Err(le) = set_label(seams, opts, None) {
-            log::warn!("could not remove the node label after the failed probe: {le}");
-        }
-        return Err(e.into());
+    if let Err(e) = seams
+        .prober
+        .probe(&expect(&detected, opts, version, Some(true)))
+    {
+        return Err(undo(e.into(), report.restarted));
     }
     report.labelled = set_label(seams, opts, Some("true"))?;
     log::info!("wasmpod is installed");
     Ok(report)
+}
+
+/// Run the installed shim on the host; logs what it says about itself.
+fn check_shim(checker: &dyn ShimChecker, target: &Path) -> Result<(), Error> {
+    log::info!("checking that {} runs on this node", target.display());
+    let report = checker.check(target)?;
+    for line in report.version.lines().filter(|l| !l.trim().is_empty()) {
+        log::info!("shim: {}", line.trim_end());
+    }
+    log::info!("shim: {}", report.self_check.trim());
+    Ok(())
+}
+
+/// Undo an install that failed after its snapshot: put every file back, restart containerd
+/// again if it was restarted (it must serve again), remove the node label. Returns the error
+/// to report: `cause` and what the rollback did.
+fn refuse(
+    opts: &Options,
+    seams: &Seams<'_>,
+    detected: &Detected,
+    snapshot: &Snapshot,
+    cause: Error,
+    restarted: bool,
+) -> Error {
+    log::error!("{cause}");
+    log::warn!("refusing the install: putting every file back as it was");
+    let mut rollback = match snapshot.restore(&opts.host) {
+        Ok(()) => "every file was put back as it was".to_owned(),
+        Err(e) => format!("putting the files back FAILED ({e}); check the node"),
+    };
+    if restarted {
+        let again = seams
+            .restarter
+            .restart(&detected.unit)
+            .map_err(Error::from)
+            .and_then(|()| {
+                let version = detected.version.unwrap_or(ConfigVersion::V2);
+                seams
+                    .prober
+                    .probe(&expect(detected, opts, version, None))
+                    .map_err(Error::from)
+            });
+        rollback.push_str(&match again {
+            Ok(()) => ", containerd was restarted with its previous configuration and serves".to_owned(),
+            Err(e) => format!(
+                ", but containerd did not come back with its previous configuration either ({e}): the node needs attention"
+            ),
+        });
+    } else {
+        rollback.push_str(", containerd was not restarted");
+    }
+    if let Err(e) = set_label(seams, opts, None) {
+        log::warn!("could not remove the node label: {e}");
+    }
+    rollback.push_str(", the node is not labelled");
+    log::warn!("{rollback}");
+    Error::RolledBack {
+        cause: Box::new(cause),
+        rollback,
+    }
 }
 
 fn new_state(detected: &Detected, version: ConfigVersion) -> InstallState {
@@ -326,6 +471,30 @@ pub fn uninstall(opts: &Options, seams: &Seams<'_>) -> Result<Report, Error> {
     };
     if !opts.dry_run {
         report.labelled = set_label(seams, opts, None)?;
+    }
+    let socket = detect::detect(
+        host,
+        &DetectOptions {
+            flavour: Some(st.flavour),
+            ..opts.detect.clone()
+        },
+    )
+    .map(|d| d.socket)
+    .ok();
+    let running = seams.tasks.running(socket.as_slice());
+    if !running.is_empty() {
+        let list = running
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        if opts.force {
+            log::warn!("--force: uninstalling while wasmpod tasks still run: {list}");
+        } else if opts.dry_run {
+            log::warn!("uninstall would be refused: wasmpod tasks still run: {list}");
+        } else {
+            return Err(Error::TasksRunning { tasks: running });
+        }
     }
 
     let mut edits = Vec::new();
@@ -417,7 +586,7 @@ pub fn uninstall(opts: &Options, seams: &Seams<'_>) -> Result<Report, Error> {
     }
     seams
         .prober
-        .probe(&expect(&detected, st.config_version, false))?;
+        .probe(&expect(&detected, opts, st.config_version, Some(false)))?;
     state::remove(host, &opts.state_file)?;
     log::info!("wasmpod is uninstalled");
     Ok(report)
@@ -431,12 +600,19 @@ mod tests {
     use crate::label::LabelError;
     use crate::probe::ProbeError;
     use crate::restart::{Output, RestartError};
+    use crate::shimcheck::{Reason, ShimCheckError, ShimReport};
+    use crate::tasks::ShimTask;
 
     /// Fake seams that record every side effect, in order; the prober succeeds when
-    /// `probe_ok`.
+    /// `probe_ok`, containerd accepts a config unless `config_ok` is false, the shim runs
+    /// when `shim_ok`, the first restart fails when `restart_fails`, and `tasks` run.
     struct Fakes {
         log: RefCell<Vec<String>>,
         probe_ok: bool,
+        config_ok: bool,
+        shim_ok: bool,
+        restart_fails: std::cell::Cell<bool>,
+        tasks: Vec<ShimTask>,
     }
 
     impl Fakes {
@@ -444,6 +620,10 @@ mod tests {
             Self {
                 log: RefCell::default(),
                 probe_ok,
+                config_ok: true,
+                shim_ok: true,
+                restart_fails: std::cell::Cell::new(false),
+                tasks: Vec::new(),
             }
         }
 
@@ -453,6 +633,8 @@ mod tests {
                 restarter: self,
                 prober: self,
                 labeler: Some(self),
+                shim_checker: self,
+                tasks: self,
             }
         }
 
@@ -468,7 +650,18 @@ mod tests {
 
     impl HostExec for Fakes {
         fn run(&self, argv: &[String]) -> Result<Output, RestartError> {
-            self.record(format!("exec {}", argv.join(" ")));
+            if argv.ends_with(&["config".to_owned(), "dump".to_owned()]) {
+                self.record("validate".to_owned());
+                if !self.config_ok {
+                    return Err(RestartError::Failed {
+                        command: argv.join(" "),
+                        status: "exit status: 1".into(),
+                        stderr: "containerd: (4, 1): Can't convert yes(string) to bool".into(),
+                    });
+                }
+            } else {
+                self.record(format!("exec {}", argv.join(" ")));
+            }
             Ok(Output {
                 stdout: "containerd github.com/containerd/containerd 1.6.20\n".into(),
                 stderr: String::new(),
@@ -478,13 +671,48 @@ mod tests {
     impl Restarter for Fakes {
         fn restart(&self, unit: &str) -> Result<(), RestartError> {
             self.record(format!("restart {unit}"));
+            if self.restart_fails.replace(false) {
+                return Err(RestartError::Failed {
+                    command: "restart".into(),
+                    status: "exit status: 1".into(),
+                    stderr: "containerd failed to start".into(),
+                });
+            }
             Ok(())
+        }
+    }
+    impl ShimChecker for Fakes {
+        fn check(&self, path: &Path) -> Result<ShimReport, ShimCheckError> {
+            self.record("check-shim".to_owned());
+            if !self.shim_ok {
+                return Err(ShimCheckError {
+                    path: path.to_path_buf(),
+                    reason: Reason::Failed {
+                        command: "shim --version".into(),
+                        status: "exit status: 127".into(),
+                        stderr: "version `GLIBC_2.34' not found".into(),
+                    },
+                });
+            }
+            Ok(ShimReport {
+                version: "containerd-shim-wasmpod-v1 0.1.0\n".into(),
+                self_check: "self-check: ok\n".into(),
+            })
+        }
+    }
+    impl TaskFinder for Fakes {
+        fn running(&self, _: &[PathBuf]) -> Vec<ShimTask> {
+            self.tasks.clone()
         }
     }
     impl Prober for Fakes {
         fn probe(&self, expect: &Expect) -> Result<(), ProbeError> {
-            self.record(format!("probe present={}", expect.present));
-            if self.probe_ok {
+            let present = match expect.present {
+                Some(p) => p.to_string(),
+                None => "any".to_owned(),
+            };
+            self.record(format!("probe present={present}"));
+            if self.probe_ok || expect.present.is_none() {
                 Ok(())
             } else {
                 Err(ProbeError::Runtime("has no runtime".into()))
@@ -524,6 +752,8 @@ mod tests {
         assert_eq!(
             f.take(),
             [
+                "validate",
+                "check-shim",
                 "restart containerd",
                 "probe present=true",
                 "label node-1 wasmpod.dev/installed=Some(\"true\")"
@@ -542,26 +772,139 @@ mod tests {
         assert_eq!(
             f.take(),
             [
+                "check-shim",
                 "probe present=true",
                 "label node-1 wasmpod.dev/installed=Some(\"true\")"
             ]
         );
     }
 
+    /// Every file under the host root, with its bytes.
+    fn files(opts: &Options) -> Vec<(PathBuf, Vec<u8>)> {
+        fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.push((path.clone(), std::fs::read(&path).unwrap()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(opts.host.root(), &mut out);
+        out.sort();
+        out
+    }
+
     #[test]
-    fn failed_probe_never_labels_and_removes_a_stale_label() {
+    fn failed_probe_rolls_back_restarts_again_and_unlabels() {
         let (_d, opts, mut f) = setup();
         f.probe_ok = false;
+        let before = files(&opts);
         let err = install(&opts, &f.seams()).unwrap_err();
-        assert!(matches!(err, Error::Probe(_)), "{err}");
+        assert!(matches!(err.root(), Error::Probe(_)), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("every file was put back")
+                && text.contains("containerd was restarted with its previous configuration"),
+            "{text}"
+        );
         assert_eq!(
             f.take(),
             [
+                "validate",
+                "check-shim",
                 "restart containerd",
                 "probe present=true",
+                "restart containerd",
+                "probe present=any",
                 "label node-1 wasmpod.dev/installed=None"
             ]
         );
+        assert_eq!(files(&opts), before, "every file byte for byte");
+    }
+
+    #[test]
+    fn failed_restart_rolls_back_and_restarts_again() {
+        let (_d, opts, f) = setup();
+        f.restart_fails.set(true);
+        let before = files(&opts);
+        let err = install(&opts, &f.seams()).unwrap_err();
+        assert!(matches!(err.root(), Error::Restart(_)), "{err}");
+        assert_eq!(
+            f.take(),
+            [
+                "validate",
+                "check-shim",
+                "restart containerd",
+                "restart containerd",
+                "probe present=any",
+                "label node-1 wasmpod.dev/installed=None"
+            ]
+        );
+        assert_eq!(files(&opts), before);
+    }
+
+    #[test]
+    fn rejected_config_changes_nothing_and_restarts_nothing() {
+        let (_d, opts, mut f) = setup();
+        f.config_ok = false;
+        let before = files(&opts);
+        let err = install(&opts, &f.seams()).unwrap_err();
+        assert!(matches!(err.root(), Error::Validate(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("Can't convert yes(string) to bool"),
+            "{err}"
+        );
+        assert_eq!(
+            f.take(),
+            ["validate", "label node-1 wasmpod.dev/installed=None"]
+        );
+        assert_eq!(files(&opts), before);
+    }
+
+    #[test]
+    fn a_shim_that_cannot_run_is_put_back_and_the_node_not_labelled() {
+        let (_d, opts, mut f) = setup();
+        // A shim of ours is installed and works; the new one does not run.
+        install(&opts, &f.seams()).unwrap();
+        f.take();
+        let source = opts.shim_source.clone().unwrap();
+        std::fs::write(&source, b"new shim").unwrap();
+        f.shim_ok = false;
+        let before = files(&opts);
+        let err = install(&opts, &f.seams()).unwrap_err();
+        assert!(matches!(err.root(), Error::ShimCheck(_)), "{err}");
+        assert!(err.to_string().contains("GLIBC_2.34"), "{err}");
+        assert_eq!(
+            f.take(),
+            ["check-shim", "label node-1 wasmpod.dev/installed=None"]
+        );
+        assert_eq!(files(&opts), before, "old shim and state put back");
+    }
+
+    #[test]
+    fn uninstall_refuses_while_tasks_run_unless_forced() {
+        let (_d, mut opts, mut f) = setup();
+        install(&opts, &f.seams()).unwrap();
+        f.take();
+        f.tasks = vec![ShimTask {
+            pid: 42,
+            namespace: "k8s.io".into(),
+            id: "pod-1".into(),
+        }];
+        let before = files(&opts);
+        let err = uninstall(&opts, &f.seams()).unwrap_err();
+        assert!(matches!(err, Error::TasksRunning { .. }), "{err}");
+        assert!(err.to_string().contains("k8s.io/pod-1 (pid 42)"), "{err}");
+        // The label goes first; nothing else changes.
+        assert_eq!(f.take(), ["label node-1 wasmpod.dev/installed=None"]);
+        assert_eq!(files(&opts), before);
+        opts.force = true;
+        uninstall(&opts, &f.seams()).unwrap();
+        assert!(!opts.host.exists(&opts.state_file));
     }
 
     #[test]
@@ -594,6 +937,7 @@ mod tests {
         f.take();
         let r = uninstall(&opts, &f.seams()).unwrap();
         assert!(r.restarted && r.shim_changed);
+        // (no task runs: the fakes find none)
         assert_eq!(
             f.take(),
             [
@@ -643,6 +987,14 @@ mod tests {
         opts.node_name = None;
         let r = install(&opts, &f.seams()).unwrap();
         assert!(!r.labelled);
-        assert_eq!(f.take(), ["restart containerd", "probe present=true"]);
+        assert_eq!(
+            f.take(),
+            [
+                "validate",
+                "check-shim",
+                "restart containerd",
+                "probe present=true"
+            ]
+        );
     }
 }

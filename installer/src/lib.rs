@@ -11,7 +11,11 @@
 //! - [`tomledit`]: the comment-preserving TOML edits (runtime table, `imports`);
 //! - [`plan`]: the file changes one install needs, as before/after texts (what `--dry-run`
 //!   prints and what `uninstall` reverts);
+//! - [`validate`]: the node's containerd loads the candidate config before anything changes;
 //! - [`shimfile`]: the shim binary copy (temp + rename, sha256 verified);
+//! - [`shimcheck`]: the installed shim runs on this node (`--version`, `--self-check`);
+//! - [`rollback`]: every file the install touches, kept to be put back byte for byte;
+//! - [`tasks`]: wasmpod tasks still running (uninstall refuses while there are);
 //! - [`restart`], [`probe`], [`label`]: restarting containerd, checking it came back with
 //!   the runtime loaded, labelling the node — each a trait with a real and a fake side;
 //! - [`state`]: what an install did, so `uninstall` reverts exactly that;
@@ -27,9 +31,13 @@ pub mod label;
 pub mod plan;
 pub mod probe;
 pub mod restart;
+pub mod rollback;
+pub mod shimcheck;
 pub mod shimfile;
 pub mod state;
+pub mod tasks;
 pub mod tomledit;
+pub mod validate;
 
 /// Runtime handler name (CRI `runtimeHandler`, RuntimeClass `handler`).
 pub const HANDLER: &str = "wasmpod";
@@ -67,4 +75,40 @@ pub enum Error {
     /// Setting or removing the node label.
     #[error(transparent)]
     Label(#[from] label::LabelError),
+    /// The installed shim does not run on this node.
+    #[error(transparent)]
+    ShimCheck(#[from] shimcheck::ShimCheckError),
+    /// containerd refuses the candidate configuration.
+    #[error(transparent)]
+    Validate(#[from] validate::ValidateError),
+    /// `uninstall` without `--force` while wasmpod tasks run.
+    #[error(
+        "{} wasmpod task(s) still run on this node: {}; the node label is removed so no new \
+         wasm pods arrive: drain the node (or delete those pods) and run uninstall again, or \
+         pass --force",
+        tasks.len(),
+        tasks.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    TasksRunning {
+        /// The running shims.
+        tasks: Vec<tasks::ShimTask>,
+    },
+    /// An install step failed after files were changed: they were put back.
+    #[error("{cause}; {rollback}")]
+    RolledBack {
+        /// What failed.
+        cause: Box<Error>,
+        /// What the rollback did.
+        rollback: String,
+    },
+}
+
+impl Error {
+    /// The error that caused it (through [`Error::RolledBack`]).
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::RolledBack { cause, .. } => cause.root(),
+            other => other,
+        }
+    }
 }

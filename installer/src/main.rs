@@ -8,8 +8,10 @@
 //! ```
 //!
 //! Exit codes: 0 done (or nothing to do), 1 install/uninstall failed, 2 bad usage, 3
-//! containerd did not come back with the expected configuration, 4 the node could not be
-//! labelled.
+//! containerd did not come back with the expected configuration (install: every file was put
+//! back and containerd restarted again), 4 the node could not be labelled, 5 the shim does not
+//! run on this node, 6 containerd refuses the new configuration, 7 uninstall refused: wasmpod
+//! tasks still run (see `--force`).
 
 // The dry-run diff is this binary's output.
 #![allow(clippy::print_stdout)]
@@ -27,6 +29,8 @@ use wasmpod_installer::install::{self, Options, Seams};
 use wasmpod_installer::label::{KubeApi, Kubectl, NodeLabeler};
 use wasmpod_installer::probe::{ContainerdProbe, Dump};
 use wasmpod_installer::restart::{NoRestart, ProcessExec, Restarter, ShellCommand, Systemctl};
+use wasmpod_installer::shimcheck::HostShimCheck;
+use wasmpod_installer::tasks::ProcScan;
 use wasmpod_installer::tomledit::ConfigVersion;
 use wasmpod_installer::{Error, SHIM_BINARY};
 
@@ -41,11 +45,14 @@ const USAGE: &str = "usage: wasmpod-installer install|uninstall [options]
   --shim PATH               shim binary to copy (default /opt/wasmpod/bin/containerd-shim-wasmpod-v1)
   --shim-sha256 HEX         its expected sha256 (default: <shim>.sha256 if present)
   --no-shim                 do not copy the shim
+  --no-shim-check           do not run the installed shim (--version, --self-check) before labelling
   --install-dir DIR         host directory for the shim (default /usr/local/bin)
   --no-runtime-path         do not write runtime_path (containerd finds the shim on its PATH)
   --runtime-option K=V      extra runtime option (V is TOML: true, 8080, '\"text\"'); repeatable
   --state-file PATH         host path of the state file (default /var/lib/wasmpod/install-state.json)
   --restart-command CMD     restart containerd with `sh -c CMD` instead of systemctl
+  --containerd-bin PATH     the host's containerd binary (default containerd, on the host's PATH)
+  --no-validate             do not validate the new config with `containerd config dump` first
   --host-exec MODE          nsenter|direct: how host commands run (default: nsenter unless --host-root is /)
   --probe-command CMD       command printing containerd's merged config, or `none`
   --probe-timeout SECS      how long to wait for containerd (default 60)
@@ -53,6 +60,7 @@ const USAGE: &str = "usage: wasmpod-installer install|uninstall [options]
   --node-name NAME          node to label (default $NODE_NAME)
   --no-label                never touch the node label
   --stay                    after install, keep running (DaemonSet main container)
+  --force                   uninstall even while wasmpod tasks still run on the node
   --log-level LEVEL         error|warn|info|debug (default info, or $WASMPOD_LOG)";
 
 /// A parsed command line.
@@ -126,6 +134,10 @@ fn parse(argv: impl IntoIterator<Item = String>) -> anyhow::Result<Cli> {
             "--shim" => o.shim_source = Some(value()?.into()),
             "--shim-sha256" => o.shim_sha256 = Some(value()?),
             "--no-shim" => o.shim_source = None,
+            "--no-shim-check" => o.shim_check = false,
+            "--containerd-bin" => o.containerd_bin = value()?,
+            "--no-validate" => o.validate = false,
+            "--force" => o.force = true,
             "--install-dir" => o.install_dir = value()?.into(),
             "--no-runtime-path" => o.runtime_path = false,
             "--runtime-option" => {
@@ -234,11 +246,23 @@ fn run(cli: &Cli) -> Result<install::Report, Error> {
     } else {
         kubectl.as_ref().map(|k| k as &dyn NodeLabeler)
     };
+    let shim_checker = HostShimCheck {
+        host: host.clone(),
+        nsenter,
+        timeout: cli.probe_timeout,
+    };
+    // hostPID in the DaemonSet: this /proc is the node's process table.
+    let tasks = ProcScan {
+        proc: PathBuf::from("/proc"),
+        extra: cli.socket.iter().cloned().collect(),
+    };
     let seams = Seams {
         exec: &exec,
         restarter,
         prober: &prober,
         labeler,
+        shim_checker: &shim_checker,
+        tasks: &tasks,
     };
     if cli.verb == "install" {
         install::install(&cli.opts, &seams)
@@ -254,9 +278,14 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 fn exit_code(e: &Error) -> u8 {
-    match e {
+    match e.root() {
         Error::Probe(_) => 3,
+        // A failed restart after which the install was rolled back.
+        Error::Restart(_) if matches!(e, Error::RolledBack { .. }) => 3,
         Error::Label(_) => 4,
+        Error::ShimCheck(_) => 5,
+        Error::Validate(_) => 6,
+        Error::TasksRunning { .. } => 7,
         _ => 1,
     }
 }
@@ -324,10 +353,36 @@ mod tests {
     }
 
     #[test]
+    fn refusals_have_their_own_exit_codes() {
+        use wasmpod_installer::restart::RestartError;
+        use wasmpod_installer::validate::ValidateError;
+        let rolled = |cause: Error| Error::RolledBack {
+            cause: Box::new(cause),
+            rollback: String::new(),
+        };
+        let restart = || Error::Restart(RestartError::NoRestartMethod);
+        assert_eq!(exit_code(&restart()), 1);
+        assert_eq!(exit_code(&rolled(restart())), 3);
+        let rejected = || {
+            Error::Validate(ValidateError::Rejected {
+                message: String::new(),
+            })
+        };
+        assert_eq!(exit_code(&rolled(rejected())), 6);
+        assert_eq!(exit_code(&Error::TasksRunning { tasks: Vec::new() }), 7);
+    }
+
+    #[test]
     fn bad_usage_is_refused() {
         assert!(parse(args("frobnicate")).is_err());
         assert!(parse(args("install --config-version 1 --no-shim")).is_err());
         assert!(parse(args("install --cgroup-driver maybe --no-shim")).is_err());
         assert!(parse(args("install --shim /nonexistent")).is_err());
+        let cli = parse(args(
+            "uninstall --force --no-validate --no-shim-check --containerd-bin /x/containerd",
+        ))
+        .unwrap();
+        assert!(cli.opts.force && !cli.opts.validate && !cli.opts.shim_check);
+        assert_eq!(cli.opts.containerd_bin, "/x/containerd");
     }
 }

@@ -52,8 +52,9 @@ pub struct Expect {
     pub handler: String,
     /// Its runtime type.
     pub runtime_type: String,
-    /// Whether it should be registered (install) or gone (uninstall).
-    pub present: bool,
+    /// Whether it should be registered (install) or gone (uninstall); `None`: either (after
+    /// a rollback, only that containerd serves and loads its config matters).
+    pub present: Option<bool>,
     /// The version the installer wrote (used when the dump does not state one).
     pub version: ConfigVersion,
 }
@@ -121,10 +122,10 @@ impl<E: HostExec> Prober for ContainerdProbe<E> {
         check_dump(&out.stdout, expect)?;
         log::info!(
             "containerd answers; its config {} runtime {:?}",
-            if expect.present {
-                "has"
-            } else {
-                "no longer has"
+            match expect.present {
+                Some(true) => "has",
+                Some(false) => "no longer has",
+                None => "loads, with or without the",
             },
             expect.handler
         );
@@ -139,14 +140,15 @@ pub fn check_dump(dump: &str, expect: &Expect) -> Result<(), ProbeError> {
     let path = tomledit::dotted(&version.runtime_table(&expect.handler));
     let found = tomledit::runtime_type(&doc, version, &expect.handler);
     match (expect.present, found) {
-        (true, Some(t)) if t == expect.runtime_type => Ok(()),
-        (true, Some(t)) => Err(ProbeError::Runtime(format!(
+        (None, _) => Ok(()),
+        (Some(true), Some(t)) if t == expect.runtime_type => Ok(()),
+        (Some(true), Some(t)) => Err(ProbeError::Runtime(format!(
             "has {path} with runtime_type {t:?}, expected {:?}",
             expect.runtime_type
         ))),
-        (true, None) => Err(ProbeError::Runtime(format!("has no {path}"))),
-        (false, None) => Ok(()),
-        (false, Some(_)) => Err(ProbeError::Runtime(format!("still has {path}"))),
+        (Some(true), None) => Err(ProbeError::Runtime(format!("has no {path}"))),
+        (Some(false), None) => Ok(()),
+        (Some(false), Some(_)) => Err(ProbeError::Runtime(format!("still has {path}"))),
     }
 }
 
@@ -155,6 +157,7 @@ mod tests {
     use super::*;
 
     fn expect(present: bool) -> Expect {
+        let present = Some(present);
         Expect {
             socket: PathBuf::new(),
             dump: None,

@@ -7,7 +7,10 @@
 //! restarts containerd: `systemctl restart <unit>` when the host runs systemd, or a
 //! configured shell command (`--restart-command`) for other inits and for tests.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use crate::hostfs::HostRoot;
 
 /// Command failures.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,12 @@ pub struct Output {
 pub trait HostExec {
     /// Run `argv`.
     fn run(&self, argv: &[String]) -> Result<Output, RestartError>;
+
+    /// How a command run by [`HostExec::run`] names the host path `path`: the path itself
+    /// when commands run in the host's mount namespace, else the path under the host root.
+    fn host_path(&self, host: &HostRoot, path: &Path) -> PathBuf {
+        host.join(path)
+    }
 }
 
 /// Runs commands as child processes of the installer, optionally through `nsenter` into
@@ -69,6 +78,14 @@ impl HostExec for ProcessExec {
         }
         full.extend(argv.iter().cloned());
         run_argv(&full, &[])
+    }
+
+    fn host_path(&self, host: &HostRoot, path: &Path) -> PathBuf {
+        if self.nsenter {
+            path.to_path_buf()
+        } else {
+            host.join(path)
+        }
     }
 }
 

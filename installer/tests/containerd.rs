@@ -28,7 +28,7 @@
 //! (`cargo build -p containerd-shim-wasmpod`, or `$WASMPOD_SHIM`); fails with a clear message
 //! otherwise.
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -376,8 +376,34 @@ echo $! > pid
         tomledit::parse("dump", &out).unwrap()
     }
 
+    /// The label calls the installer made (a fake `kubectl` first on its PATH records them).
+    fn kubectl_calls(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("kubectl.log")).unwrap_or_default()
+    }
+
     fn installer(&self, verb: &str, shim: &Path) -> Command {
+        let fakebin = self.dir.path().join("fakebin");
+        std::fs::create_dir_all(&fakebin).unwrap();
+        let kubectl = fakebin.join("kubectl");
+        std::fs::write(
+            &kubectl,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> {}\n",
+                self.dir.path().join("kubectl.log").display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmpod-installer"));
+        cmd.env(
+            "PATH",
+            format!(
+                "{}:{}",
+                fakebin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env_remove("KUBERNETES_SERVICE_HOST");
         cmd.arg(verb)
             .arg("--host-root")
             .arg(self.host())
@@ -386,9 +412,12 @@ echo $! > pid
                 "direct",
                 "--cgroup-driver",
                 "cgroupfs",
-                "--no-label",
+                "--node-name",
+                "node-1",
                 "--no-runtime-path",
             ])
+            .arg("--containerd-bin")
+            .arg(&self.bin)
             .arg("--shim")
             .arg(shim)
             .arg("--restart-command")
@@ -632,5 +661,174 @@ fn install_registers_with_real_containerd_and_uninstall_restores_it() {
         );
         assert!(!c.host().join("var/lib/wasmpod/install-state.json").exists());
         sandbox_refused_without_wasmpod(&c, &label);
+    }
+}
+
+/// What must hold after a refused install: containerd serves (CRI plugin ok), the config is
+/// `config` byte for byte, no shim or state was left, and the node was never labelled.
+fn assert_node_unchanged(c: &Ctrd, label: &str, config: &[u8]) {
+    c.wait_ready();
+    assert_eq!(
+        std::fs::read(c.config()).unwrap(),
+        config,
+        "{label}: config byte-identical"
+    );
+    let plugins = run(Command::new(&c.ctr)
+        .arg("--address")
+        .arg(c.socket())
+        .args(["plugins", "ls"]));
+    assert!(
+        plugins
+            .lines()
+            .any(|l| l.contains(" cri ") && l.trim_end().ends_with("ok")),
+        "{label}: CRI plugin not ok:\n{plugins}"
+    );
+    assert!(
+        !c.host().join("usr/local/bin").join(SHIM_BINARY).exists(),
+        "{label}: shim left installed"
+    );
+    assert!(
+        !c.host().join("var/lib/wasmpod/install-state.json").exists(),
+        "{label}: state left"
+    );
+    let calls = c.kubectl_calls();
+    assert!(
+        !calls.contains("wasmpod.dev/installed=true"),
+        "{label}: node labelled: {calls}"
+    );
+}
+
+#[test]
+fn a_config_containerd_rejects_changes_nothing() {
+    require_root_and_containerd();
+    let shim = locate_shim().unwrap_or_else(|e| panic!("{e:#}"));
+    for (label, bin_dir) in containerds() {
+        eprintln!("--- containerd {label}");
+        let c = Ctrd::start(&label, bin_dir.as_deref());
+        // Someone edited the config without restarting containerd: a bool given as a string.
+        // The running containerd has not read it; a restart would leave the node without
+        // a container runtime.
+        let stock = std::fs::read_to_string(c.config()).unwrap();
+        let broken = stock.replacen("enable_selinux = false", "enable_selinux = \"yes\"", 1);
+        assert_ne!(broken, stock, "{label}: no enable_selinux line to break");
+        std::fs::write(c.config(), &broken).unwrap();
+
+        let out = c.installer("install", &shim).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(6), "{label}: exit 6:\n{stderr}");
+        assert!(
+            stderr.contains("containerd refuses the new configuration")
+                && (stderr.contains("EnableSelinux") || stderr.contains("to bool")),
+            "{label}: containerd's message is passed on:\n{stderr}"
+        );
+        assert_eq!(c.restarts(), 0, "{label}: containerd not restarted");
+        assert_node_unchanged(&c, &label, broken.as_bytes());
+        let candidates: Vec<_> = std::fs::read_dir(c.config().parent().unwrap())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name() != "config.toml")
+            .map(|e| e.file_name())
+            .collect();
+        assert!(candidates.is_empty(), "{label}: left {candidates:?}");
+    }
+}
+
+#[test]
+fn a_failing_restart_puts_every_file_back_and_containerd_serves() {
+    require_root_and_containerd();
+    let shim = locate_shim().unwrap_or_else(|e| panic!("{e:#}"));
+    for (label, bin_dir) in containerds() {
+        eprintln!("--- containerd {label}");
+        let c = Ctrd::start(&label, bin_dir.as_deref());
+        let stock = std::fs::read(c.config()).unwrap();
+        // containerd dies on the new config (as when a plugin fails to load it) and the
+        // restart command fails; with the old config it starts again.
+        let failing = c.dir.path().join("failing-restart.sh");
+        std::fs::write(
+            &failing,
+            format!(
+                "if grep -q io.containerd.wasmpod.v1 {config}; then\n  kill -KILL $(cat {pid})\n  echo 'containerd exited: failed to start with the new configuration' >&2\n  exit 1\nfi\nexec sh {restart}\n",
+                config = c.config().display(),
+                pid = c.dir.path().join("pid").display(),
+                restart = c.restart_script().display(),
+            ),
+        )
+        .unwrap();
+        let mut cmd = c.installer("install", &shim);
+        cmd.arg("--restart-command")
+            .arg(format!("sh {}", failing.display()));
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{label}: exit 3:\n{stderr}");
+        assert!(
+            stderr.contains("failed to start with the new configuration")
+                && stderr.contains("every file was put back as it was")
+                && stderr.contains(
+                    "containerd was restarted with its previous configuration and serves"
+                ),
+            "{label}:\n{stderr}"
+        );
+        assert_eq!(c.restarts(), 1, "{label}: restarted again once");
+        assert_node_unchanged(&c, &label, &stock);
+        assert_eq!(runtime_in_dump(&c.dump()), None);
+    }
+}
+
+#[test]
+fn uninstall_is_refused_while_a_wasm_pod_runs_and_forced_works() {
+    require_root_and_containerd();
+    let shim = locate_shim().unwrap_or_else(|e| panic!("{e:#}"));
+    for (label, bin_dir) in containerds() {
+        eprintln!("--- containerd {label}");
+        let c = Ctrd::start(&label, bin_dir.as_deref());
+        let stock = std::fs::read(c.config()).unwrap();
+        run(&mut c.installer("install", &shim));
+        assert!(c.kubectl_calls().contains("wasmpod.dev/installed=true"));
+        let installed = std::fs::read(c.config()).unwrap();
+        let cri = c.cri(&label);
+        let cgroup = c.cgroup();
+        let pod = cri
+            .run_pod(&c.pod("installer-busy", &cgroup))
+            .unwrap_or_else(|e| panic!("{label}: RunPodSandbox: {e}"));
+
+        let out = c.installer("uninstall", &shim).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(7), "{label}: exit 7:\n{stderr}");
+        assert!(
+            stderr.contains(&format!("{CRI_NAMESPACE}/{}", pod.id))
+                && stderr.contains("pass --force"),
+            "{label}: names the running pod:\n{stderr}"
+        );
+        assert!(
+            c.kubectl_calls().contains("wasmpod.dev/installed-"),
+            "{label}: label removed first: {}",
+            c.kubectl_calls()
+        );
+        assert_eq!(std::fs::read(c.config()).unwrap(), installed, "{label}");
+        assert_eq!(
+            c.restarts(),
+            1,
+            "{label}: refused uninstall restarts nothing"
+        );
+        assert!(c.host().join("usr/local/bin").join(SHIM_BINARY).exists());
+
+        let out = c
+            .installer("uninstall", &shim)
+            .arg("--force")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{label}: forced uninstall:\n{stderr}");
+        assert!(
+            stderr.contains("--force: uninstalling while"),
+            "{label}: {stderr}"
+        );
+        c.wait_ready();
+        assert_eq!(std::fs::read(c.config()).unwrap(), stock, "{label}");
+        // The pod's shim outlives the uninstall (that is what --force means); tear it down
+        // as far as containerd still can, Ctrd's drop kills what is left.
+        let _ = c.cri(&label).stop_and_remove_pod(&pod.id);
+        drop(c);
+        let _ = cgroup.remove();
     }
 }

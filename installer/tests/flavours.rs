@@ -15,6 +15,8 @@ use wasmpod_installer::install::{self, Options, Report, Seams};
 use wasmpod_installer::label::{LabelError, NodeLabeler};
 use wasmpod_installer::probe::{Expect, ProbeError, Prober};
 use wasmpod_installer::restart::{HostExec, Output, RestartError, Restarter};
+use wasmpod_installer::shimcheck::{ShimCheckError, ShimChecker, ShimReport};
+use wasmpod_installer::tasks::{ShimTask, TaskFinder};
 use wasmpod_installer::tomledit::{self, ConfigVersion};
 use wasmpod_installer::{hostfs::HostRoot, plan};
 
@@ -47,6 +49,19 @@ impl Restarter for Fakes {
 impl Prober for Fakes {
     fn probe(&self, _: &Expect) -> Result<(), ProbeError> {
         Ok(())
+    }
+}
+impl ShimChecker for Fakes {
+    fn check(&self, _: &Path) -> Result<ShimReport, ShimCheckError> {
+        Ok(ShimReport {
+            version: "containerd-shim-wasmpod-v1 0.1.0\n".into(),
+            self_check: "self-check: ok\n".into(),
+        })
+    }
+}
+impl TaskFinder for Fakes {
+    fn running(&self, _: &[PathBuf]) -> Vec<ShimTask> {
+        Vec::new()
     }
 }
 impl NodeLabeler for Fakes {
@@ -131,6 +146,8 @@ impl Case {
             restarter: &self.fakes,
             prober: &self.fakes,
             labeler: Some(&self.fakes),
+            shim_checker: &self.fakes,
+            tasks: &self.fakes,
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! One binary, two roles: the shim (started by containerd with `start`/`delete` or as the
 //! daemon serving the Task API) and, re-executed as `__run`, the runner process of one
-//! container. Nothing is printed to stdout: containerd reads it.
+//! container. Nothing is printed to stdout (containerd reads it), except by the operator's
+//! `--version` and `--self-check` (see `version`, `selfcheck`).
 
 mod error;
 mod events;
@@ -16,9 +17,11 @@ mod reaper;
 mod runc;
 mod runner;
 mod runner_process;
+mod selfcheck;
 mod service;
 mod shim;
 mod state;
+mod version;
 
 // Static (musl) builds: musl's malloc serialises wasmtime's multi-threaded allocations.
 #[cfg(target_env = "musl")]
@@ -37,6 +40,8 @@ fn main() {
     match args.nth(1).as_ref().and_then(|a| a.to_str()) {
         Some(protocol::RUNNER_SUBCOMMAND) => std::process::exit(runner::main(args.next())),
         Some(protocol::PAUSE_SUBCOMMAND) => std::process::exit(runner::pause::main()),
+        Some(flag) if version::is_flag(flag) => std::process::exit(version::main()),
+        Some(selfcheck::FLAG) => std::process::exit(selfcheck::main()),
         _ => {}
     }
     // The crate's FIFO logger livelocks when the FIFO loses its reader; see `logging`.
