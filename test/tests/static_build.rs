@@ -111,7 +111,10 @@ fn a_glibc_binary_is_seen_as_dynamic() {
     let exe = std::env::current_exe().expect("current_exe");
     let linkage = Linkage::read(&exe);
     assert!(
-        linkage.interpreter.as_deref().is_some_and(|i| i.contains("ld-linux")),
+        linkage
+            .interpreter
+            .as_deref()
+            .is_some_and(|i| i.contains("ld-linux")),
         "{linkage:?}"
     );
     assert!(linkage.needed > 0, "{linkage:?}");
