@@ -3,7 +3,7 @@
 # private containerd run too; run as root).
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/wasmpod/target
 
-.PHONY: setup build demo lint check test bench
+.PHONY: setup build static test-static demo lint check test bench bench-static release
 
 setup:
 	scripts/setup.sh
@@ -12,6 +12,26 @@ build:
 	# The whole workspace at once: the same feature set `cargo test --workspace` uses, so the
 	# dependencies are compiled once.
 	cargo build --workspace
+
+# Static (musl) shim and installer for x86_64 and aarch64 (scripts/build-static.sh: zig,
+# cargo-zigbuild, libseccomp from Debian's source; cold, 15-20 min per target on 2 cores).
+# Not part of `make test` yet (see test/tests/static_build.rs): `make static test-static`.
+static:
+	scripts/build-static.sh setup
+	scripts/build-static.sh build x86_64-unknown-linux-musl
+	scripts/build-static.sh build aarch64-unknown-linux-musl
+
+# The static builds' own checks (ELF inspection, --version natively and under qemu) and the
+# ctr/CRI suites against the x86_64 static shim. After `make static`.
+test-static:
+	cargo test -p wasmpod-test --test static_build -- --include-ignored
+	WASMPOD_SHIM=$(CARGO_TARGET_DIR)/x86_64-unknown-linux-musl/debug/containerd-shim-wasmpod-v1 \
+	  cargo test -p wasmpod-test --test ctr_run --test cri
+
+# Release binaries of both architectures with .sha256 in dist/<arch>/, what
+# installer/Dockerfile (multi-arch) takes.
+release:
+	scripts/release.sh
 
 demo:
 	scripts/demo.sh
@@ -37,8 +57,13 @@ test: setup build lint
 # Not part of `make test` / .ci/run.
 .PHONY: test-kind
 test-kind:
+	scripts/release.sh $$(dpkg --print-architecture)
 	test/kind/run.sh
 
 # The performance figures of issue 4 (table + JSON in target/bench/); needs root.
 bench: setup
 	bench/bench.sh
+
+# The static (musl) shim against the glibc one, alternating in one run (bench/static.sh).
+bench-static: setup
+	bench/static.sh

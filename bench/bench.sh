@@ -11,7 +11,8 @@
 # the big module, 3), BENCH_TASKS (200), BENCH_PARALLEL (4), BENCH_KILL_RUNS (20),
 # BENCH_MANY (sleeping containers for the density figure, 500), BENCH_POD_SIZE (10),
 # BENCH_SPAWN_RUNS (rounds of bench/spawn-paths.py, 20),
-# BENCH_LOG_LEVEL (debug; `info` drops the shim timing). Needs root.
+# BENCH_LOG_LEVEL (debug; `info` drops the shim timing), BENCH_SHIM (another shim binary
+# than the release build, e.g. the static one: bench/static.sh compares the two). Needs root.
 # Output: the table on stdout, JSON in target/bench/ of this repository (latest.json and a
 # timestamped copy).
 set -euo pipefail
@@ -34,6 +35,12 @@ shim_dir="$bin"
 bench_tmp=$(mktemp -d /tmp/wasmpod-bench-XXXXXX)
 export WASMPOD_CACHE_DIR="$bench_tmp/cache"
 mkdir -p "$WASMPOD_CACHE_DIR"
+if [[ -n ${BENCH_SHIM:-} ]]; then # containerd finds the shim by name on its PATH
+  shim_dir="$bench_tmp/shim"
+  mkdir -p "$shim_dir"
+  ln -s "$(realpath "$BENCH_SHIM")" "$shim_dir/containerd-shim-wasmpod-v1"
+  echo "bench: shim $BENCH_SHIM"
+fi
 ulimit -n 65536 2>/dev/null || true
 containerd_log_level=${BENCH_LOG_LEVEL:-debug}
 source "$repo/scripts/private-containerd.sh"
@@ -73,7 +80,7 @@ out="$out_dir/bench-$(date +%Y%m%d-%H%M%S).json"
 cp "$out" "$out_dir/latest.json"
 echo
 # How a container process gets into its cgroup: the spawn paths side by side (os/spawn.rs).
-python3 "$repo/bench/spawn-paths.py" "$bin/containerd-shim-wasmpod-v1" "${BENCH_SPAWN_RUNS:-20}" \
+python3 "$repo/bench/spawn-paths.py" "$shim_dir/containerd-shim-wasmpod-v1" "${BENCH_SPAWN_RUNS:-20}" \
   "$out_dir/spawn.json"
 echo "bench: done in $(($(date +%s) - began)) s (build included)"
 "$repo/bench/http.sh"  # issue 6: wasi:http hello handler vs wasmtime serve (own containerd)

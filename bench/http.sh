@@ -16,7 +16,8 @@
 # HTTP_BENCH_NO_BUILD (1: skip the release build, e.g. while another build holds the
 # target dir's lock), HTTP_BENCH_WASMTIME (the `wasmtime` binary, default ~/.cache/wasmpod/tools/bin/wasmtime,
 # installed there with `cargo install wasmtime-cli --version 48.0.8` when missing; another
-# path that does not exist: the wasmtime column is n/a). Needs root, wrk, curl, jq, iproute2.
+# path that does not exist: the wasmtime column is n/a), BENCH_SHIM (another shim binary
+# than the release build, as in bench.sh). Needs root, wrk, curl, jq, iproute2.
 # Output: the table on stdout, JSON in $CARGO_TARGET_DIR/bench/http.json.
 set -euo pipefail
 
@@ -77,6 +78,12 @@ else
 fi
 
 http_tmp=$(mktemp -d /tmp/wasmpod-http-bench-XXXXXX)
+if [[ -n ${BENCH_SHIM:-} ]]; then # containerd finds the shim by name on its PATH
+  shim_dir="$http_tmp/shim"
+  mkdir -p "$shim_dir"
+  ln -s "$(realpath "$BENCH_SHIM")" "$shim_dir/containerd-shim-wasmpod-v1"
+  echo "http bench: shim $BENCH_SHIM"
+fi
 netns=wasmpod-http-$$
 ctr_id=http-hello-$$
 wasmtime_pid=""

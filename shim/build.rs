@@ -20,7 +20,11 @@ use std::path::Path;
 use std::process::Command;
 
 fn main() {
-    println!("cargo:rustc-link-arg-bins=-no-pie");
+    // glibc builds only: a static (musl) build has no loader relocating anything at start,
+    // and Rust links it static-pie, which `-no-pie` would contradict.
+    if std::env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu") {
+        println!("cargo:rustc-link-arg-bins=-no-pie");
+    }
 
     println!("cargo:rerun-if-env-changed=WASMPOD_GIT_COMMIT");
     let commit = std::env::var("WASMPOD_GIT_COMMIT")
@@ -117,7 +121,12 @@ fn build_facts() -> String {
         _ => "dynamic",
     };
     format!(
-        "{profile}, libc {libc} {}, libseccomp {seccomp}, no-pie",
-        if crt_static { "static" } else { "dynamic" }
+        "{profile}, libc {libc} {}, libseccomp {seccomp}, {}",
+        if crt_static { "static" } else { "dynamic" },
+        if libc == "gnu" {
+            "no-pie"
+        } else {
+            "static-pie"
+        }
     )
 }

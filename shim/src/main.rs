@@ -11,6 +11,11 @@ use wasmpod_shim::process::runner::child;
 use wasmpod_shim::process::runner::protocol::{PAUSE_SUBCOMMAND, RUNNER_SUBCOMMAND};
 use wasmpod_shim::{MAIN_BEGAN, RUNTIME_ID, selfcheck, shim, version};
 
+// Static (musl) builds: musl's malloc serialises wasmtime's multi-threaded allocations.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     MAIN_BEGAN.get_or_init(std::time::Instant::now);
     let mut args = std::env::args_os();

@@ -43,6 +43,13 @@ pub enum LimitsError {
 #[allow(clippy::unnecessary_cast)] // `__rlimit_resource_t` is u32 with glibc, i32 elsewhere.
 const NOFILE: u32 = libc::RLIMIT_NOFILE as u32;
 
+/// What getrlimit/setrlimit take a resource as: `__rlimit_resource_t` with glibc, `c_int` with
+/// musl (the static builds).
+#[cfg(target_env = "gnu")]
+type RlimitResource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type RlimitResource = libc::c_int;
+
 /// One resource limit to set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rlimit {
@@ -122,7 +129,7 @@ pub fn rlimits_from_spec(spec: &Spec) -> Result<Vec<Rlimit>, LimitsError> {
 /// docs).
 pub fn apply_rlimits(limits: &[Rlimit]) -> Result<(), LimitsError> {
     for limit in limits {
-        let resource = limit.resource as libc::__rlimit_resource_t;
+        let resource = limit.resource as RlimitResource;
         let mut current = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,

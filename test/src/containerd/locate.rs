@@ -1,6 +1,7 @@
 //! Finding what a containerd test needs on this machine: root, the `containerd`, `ctr` and
-//! `runc` binaries ([`require_root_and_containerd`]) and the freshly built wasmpod shim
-//! ([`locate_shim`]).
+//! `runc` binaries ([`require_root_and_containerd`]), the freshly built wasmpod shim
+//! ([`locate_shim`]) and the static (musl) builds of `scripts/build-static.sh`
+//! ([`locate_static_binary`]).
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -27,8 +28,13 @@ pub fn require_root_and_containerd() {
     }
 }
 
-/// Find the built shim: `$WASMPOD_SHIM`, else `<target>/<profile>/containerd-shim-wasmpod-v1`
-/// next to the `deps/` dir this test binary lives in.
+/// The Rust targets of the static builds (`scripts/build-static.sh`). `make test` builds both
+/// and runs the containerd suites against the first through `$WASMPOD_SHIM`.
+pub const STATIC_TARGETS: [&str; 2] = ["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
+
+/// Find the built shim: `$WASMPOD_SHIM` (`make test`: the x86_64 static build), else
+/// `<target>/<profile>/containerd-shim-wasmpod-v1` next to the `deps/` dir this test binary
+/// lives in.
 pub fn locate_shim() -> anyhow::Result<PathBuf> {
     let hint = "build the shim first: cargo build -p containerd-shim-wasmpod";
     if let Some(p) = std::env::var_os(SHIM_ENV) {
@@ -38,17 +44,41 @@ pub fn locate_shim() -> anyhow::Result<PathBuf> {
         }
         bail!("{SHIM_ENV}={} does not exist; {hint}", p.display());
     }
-    let exe = std::env::current_exe().context("current_exe")?;
-    let mut dir = exe.parent().context("test binary has no parent dir")?;
-    if dir.file_name() == Some(OsStr::new("deps")) {
-        dir = dir.parent().context("deps dir has no parent")?;
-    }
-    let shim = dir.join(SHIM_BINARY);
+    let shim = profile_dir()?.join(SHIM_BINARY);
     if shim.is_file() {
         Ok(shim)
     } else {
         bail!("{} not found; {hint}", shim.display())
     }
+}
+
+/// The binary `name` (the shim or `wasmpod-installer`) of the static build for `triple`, in
+/// this test binary's profile: `<target>/<triple>/<profile>/<name>`, where
+/// `scripts/build-static.sh build <triple>` puts it.
+pub fn locate_static_binary(triple: &str, name: &str) -> anyhow::Result<PathBuf> {
+    let profile = profile_dir()?;
+    let (Some(target), Some(profile_name)) = (profile.parent(), profile.file_name()) else {
+        bail!("{} is not <target>/<profile>", profile.display());
+    };
+    let bin = target.join(triple).join(profile_name).join(name);
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        bail!(
+            "{} not found; build it: scripts/build-static.sh build {triple} (make test does)",
+            bin.display()
+        )
+    }
+}
+
+/// `<target>/<profile>`: the dir of this test binary, less its `deps/`.
+fn profile_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("current_exe")?;
+    let mut dir = exe.parent().context("test binary has no parent dir")?;
+    if dir.file_name() == Some(OsStr::new("deps")) {
+        dir = dir.parent().context("deps dir has no parent")?;
+    }
+    Ok(dir.to_path_buf())
 }
 
 /// `bin` itself if it is a path, else the first `bin` on `PATH`.

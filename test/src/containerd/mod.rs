@@ -44,7 +44,9 @@ mod versions;
 pub use config::{CNI_LOOPBACK, CNI_REPORT_LO, ContainerdBuilder};
 pub use ctr::CtrOutput;
 pub use leftovers::{Leftovers, ShimProcess, shim_processes_of, shim_socket_name};
-pub use locate::{SHIM_ENV, locate_shim, require_root_and_containerd};
+pub use locate::{
+    SHIM_ENV, STATIC_TARGETS, locate_shim, locate_static_binary, require_root_and_containerd,
+};
 pub use process::Containerd;
 pub use versions::{CONTAINERD_CACHE_ENV, ConfigVersion, ContainerdVersion, FETCH_SCRIPT};
 
