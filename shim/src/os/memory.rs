@@ -13,6 +13,18 @@
 //! process (the pages stay in the page cache, shared); the run phase faults back only what
 //! it executes.
 
+/// For the preparation phase: every thread allocates from the main arena (glibc's
+/// `M_ARENA_MAX=1`), so the compile thread's garbage lands where [`release_free_memory`]
+/// can give it back (a thread arena's top is never trimmed). [`release_free_memory`] lifts
+/// the limit again for the run phase's threads.
+pub fn one_arena_while_preparing() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes an allocator parameter; no pointers are involved.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// Gives the free pages of the C allocator's arenas back to the kernel (glibc's
 /// `malloc_trim(0)`: `madvise(MADV_DONTNEED)` on whole free pages, `brk` at the top).
 /// Returns whether anything was released. Other C libraries return free memory on
@@ -20,9 +32,16 @@
 pub fn release_free_memory() -> bool {
     #[cfg(target_env = "gnu")]
     {
-        // SAFETY: malloc_trim only walks the allocator's own free lists under its locks;
-        // it takes no pointers from us.
-        unsafe { libc::malloc_trim(0) == 1 }
+        // glibc's default arena limit (8 per CPU on 64-bit), for the run phase's threads.
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let arenas = libc::c_int::try_from(8 * cpus).unwrap_or(libc::c_int::MAX);
+        // SAFETY: malloc_trim only walks the allocator's own free lists under its locks and
+        // mallopt changes a parameter; neither takes pointers from us.
+        unsafe {
+            let released = libc::malloc_trim(0) == 1;
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+            released
+        }
     }
     #[cfg(not(target_env = "gnu"))]
     {
