@@ -644,7 +644,10 @@ fn a_new_container_starts_after_the_shim_binary_is_replaced() {
             "600",
         ],
     );
-    wait_running(&c, "upgrade-a");
+    let pid = wait_running(&c, "upgrade-a");
+    // Started through a descriptor, still named as a shim process for ps and top.
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).expect("comm");
+    assert_eq!(comm.trim(), "containerd-shim");
 
     // The "new version", renamed over the installed file: a shim whose runner would fail
     // (containerd itself runs the new file's `start`, which must work as in a real upgrade).

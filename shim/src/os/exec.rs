@@ -15,3 +15,13 @@ pub fn run(command: &mut Command) -> std::io::Result<i32> {
     let child = command.spawn()?;
     Ok(wait_pid(child.id() as i32, subscription))
 }
+
+/// Names the calling process `containerd-shim` (its `comm`, what `ps`, `top` and the
+/// kernel's logs show). A runner is exec'd through a descriptor (`/proc/self/fd/N`, so a
+/// shim upgrade cannot swap its binary), which would otherwise name it `N`.
+pub fn name_process() {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes, which this is.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, c"containerd-shim".as_ptr());
+    }
+}

@@ -52,6 +52,7 @@ struct PreparedContainer {
 /// Runs the runner role; returns the process exit code.
 pub fn main() -> i32 {
     crate::os::memory::one_arena_while_preparing();
+    crate::os::exec::name_process();
     let mut laps = Laps::new();
     // SAFETY: the shim passes these three descriptors to every runner and nothing else owns
     // them.

@@ -24,6 +24,7 @@ use super::signals::reap_children;
 
 /// Runs the pause role; returns the exit code.
 pub fn main() -> i32 {
+    crate::os::exec::name_process();
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
