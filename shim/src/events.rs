@@ -3,9 +3,17 @@
 //! The lifecycle code hands plain [`TaskEvent`]s to an [`EventSink`]. In the shim the sink is
 //! [`RemoteEvents`]: a thread that forwards them, in order, to containerd over ttrpc so no RPC
 //! handler waits on containerd. Tests use a channel sink and assert the exact sequence.
+//!
+//! containerd may restart while a pod runs (an upgrade, a crash): the ttrpc connection then
+//! breaks, and an event published meanwhile (a container's exit) must still reach the new
+//! containerd, or CRI shows the container running forever. A failed publish is retried,
+//! reconnecting each time, with backoff for up to [`RETRY_FOR`]; events keep their order
+//! (one thread, one queue) and the queue holds at most [`QUEUE_CAP`] events.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Sender, channel};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use containerd_shim::protos::events::task::{
     TaskCreate, TaskDelete, TaskExit, TaskOOM, TaskPaused, TaskResumed, TaskStart,
@@ -57,39 +65,82 @@ pub trait EventSink: Send + Sync {
     fn publish(&self, event: TaskEvent);
 }
 
+/// How long one event is retried while containerd is unreachable (a restart).
+pub const RETRY_FOR: Duration = Duration::from_secs(120);
+/// Events waiting to be published at most; beyond, new ones are dropped with a warning.
+pub const QUEUE_CAP: usize = 4096;
+
 /// Forwards events to containerd from a dedicated thread.
 pub struct RemoteEvents {
     tx: std::sync::Mutex<Sender<TaskEvent>>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl RemoteEvents {
-    pub fn new(publisher: RemotePublisher, namespace: String) -> Self {
+    /// `address`: containerd's ttrpc socket, to reconnect to after a restart.
+    pub fn new(publisher: RemotePublisher, namespace: String, address: Option<String>) -> Self {
         let (tx, rx) = channel::<TaskEvent>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let in_queue = queued.clone();
         std::thread::Builder::new()
             .name("events".into())
             .spawn(move || {
+                let mut publisher = publisher;
                 for event in rx {
-                    let (topic, message) = to_proto(&event);
-                    if let Err(e) =
-                        publisher.publish(Context::default(), topic, &namespace, message)
-                    {
-                        warn!("publishing {topic} to containerd failed: {e}; event: {event:?}");
-                    } else {
-                        debug!("published {topic}: {event:?}");
-                    }
+                    in_queue.fetch_sub(1, Ordering::SeqCst);
+                    publish_until_done(&mut publisher, &namespace, address.as_deref(), &event);
                 }
             })
             .expect("spawn events thread");
         RemoteEvents {
             tx: std::sync::Mutex::new(tx),
+            queued,
+        }
+    }
+}
+
+/// Publishes `event`, reconnecting and retrying with backoff for up to [`RETRY_FOR`].
+fn publish_until_done(
+    publisher: &mut RemotePublisher,
+    namespace: &str,
+    address: Option<&str>,
+    event: &TaskEvent,
+) {
+    let began = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let (topic, message) = to_proto(event);
+        let error = match publisher.publish(Context::default(), topic, namespace, message) {
+            Ok(()) => {
+                debug!("published {topic}: {event:?}");
+                return;
+            }
+            Err(e) => e,
+        };
+        let Some(address) = address.filter(|_| began.elapsed() < RETRY_FOR) else {
+            warn!("publishing {topic} to containerd failed: {error}; event dropped: {event:?}");
+            return;
+        };
+        debug!("publishing {topic} failed ({error}); reconnecting to {address} in {pause:?}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(2));
+        match RemotePublisher::new(address) {
+            Ok(reconnected) => *publisher = reconnected,
+            Err(e) => debug!("reconnecting to {address}: {e}"),
         }
     }
 }
 
 impl EventSink for RemoteEvents {
     fn publish(&self, event: TaskEvent) {
+        if self.queued.load(Ordering::SeqCst) >= QUEUE_CAP {
+            warn!("{QUEUE_CAP} events wait for containerd already; event dropped: {event:?}");
+            return;
+        }
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        self.queued.fetch_add(1, Ordering::SeqCst);
         if tx.send(event).is_err() {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
             warn!("events thread is gone; event dropped");
         }
     }

@@ -179,8 +179,11 @@ impl containerd_shim::Shim for WasmpodShim {
         crate::logging::init(self.debug);
         let cache_dir = crate::process::runner::child::cache_dir();
         crate::process::runner::warn_if_cache_off(cache_dir.as_deref());
-        let events: Arc<dyn EventSink> =
-            Arc::new(RemoteEvents::new(publisher, self.namespace.clone()));
+        let events: Arc<dyn EventSink> = Arc::new(RemoteEvents::new(
+            publisher,
+            self.namespace.clone(),
+            std::env::var("TTRPC_ADDRESS").ok(),
+        ));
         let exe = own_binary();
         let launcher = ShimLauncher::new(RunnerSettings {
             exe,

@@ -402,6 +402,60 @@ fn update_container_resources(n: &Node, version: ContainerdVersion) {
     n.teardown(&pod);
 }
 
+/// containerd restarts while a pod runs (SIGTERM, started again): the containers keep
+/// running; one exits afterwards and CRI sees it EXITED with its code; one runs out of
+/// memory afterwards and CRI sees `OOMKilled`, which only the shim's TaskOOM event carries
+/// (the shim reconnects its event publisher to the new containerd).
+fn exit_after_containerd_restart(n: &Node, version: ContainerdVersion) {
+    let image = n.wasm_image("exit-code", p1::EXIT_CODE);
+    let sleeper = n.wasm_image("sleep", p1::SLEEP);
+    let alloc = n.wasm_image("alloc", p1::ALLOC);
+    let pod = n.start_pod("restart");
+    let config = ContainerConfig::new("sleeper", &sleeper).args(["5"]);
+    let id = n.create_and_start(&pod, &config);
+    n.wait_running(&id, "sleeper");
+    let hog = ContainerConfig::new("hog", &alloc)
+        .args(["256", "5"])
+        .memory_limit(64 << 20);
+    let hog_id = n.create_and_start(&pod, &hog);
+    n.wait_running(&hog_id, "hog");
+    n.c.restart(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{version}: restarting containerd: {e}"));
+    // The CRI connection breaks with the restart; the client reconnects on a later call.
+    let status = wasmpod_test::poll::wait_until(
+        Duration::from_secs(60),
+        format!("{version}: the exit after the restart reaching CRI"),
+        || {
+            n.cri
+                .container_status(&id)
+                .ok()
+                .filter(|s| s.state == api::ContainerState::ContainerExited as i32)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", n.cri.container_status(&id)));
+    assert_eq!(status.exit_code, 0, "{version}: {status:?}");
+    let hog_status = wasmpod_test::poll::wait_until(
+        Duration::from_secs(60),
+        format!("{version}: the OOM after the restart reaching CRI"),
+        || {
+            n.cri
+                .container_status(&hog_id)
+                .ok()
+                .filter(|s| s.state == api::ContainerState::ContainerExited as i32)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (hog_status.exit_code, hog_status.reason.as_str()),
+        (137, "OOMKilled"),
+        "{version}: {hog_status:?}"
+    );
+    // The pod still takes new containers from the new containerd.
+    let (status, _) = n.run_in(&pod, &ContainerConfig::new("three", &image).args(["3"]));
+    assert_eq!(status.exit_code, 3, "{version}: {status:?}");
+    n.teardown(&pod);
+}
+
 /// ContainerStats reports non-zero CPU and memory for a busy guest.
 fn stats_of_busy_guest(n: &Node, version: ContainerdVersion) {
     let image = n.wasm_image("spin", p1::SPIN);
@@ -515,6 +569,7 @@ cri_suite! {
         mixed_pod,
         memory_limit_oom,
         update_container_resources,
+        exit_after_containerd_restart,
         stats_of_busy_guest,
         remove_running_pod_leaves_nothing,
     ]

@@ -29,6 +29,10 @@ pub struct Containerd {
     dir: Option<tempfile::TempDir>,
     pub(super) path: PathBuf,
     child: Option<Child>,
+    /// The containerd started by [`Containerd::restart`], if any.
+    restarted: Mutex<Option<Child>>,
+    /// How containerd was started: its binary and `PATH` (for [`Containerd::restart`]).
+    launch: (PathBuf, std::ffi::OsString),
     pub(super) events: Option<Child>,
     pub(super) namespace: String,
     pub(super) ctr_bin: PathBuf,
@@ -109,10 +113,11 @@ impl Containerd {
             &std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
         ));
         let log = File::create(path.join("containerd.log"))?;
+        let path_env = std::env::join_paths(search_path)?;
         let child = Command::new(&containerd_bin)
             .arg("--config")
             .arg(path.join("config.toml"))
-            .env("PATH", std::env::join_paths(search_path)?)
+            .env("PATH", &path_env)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -123,6 +128,8 @@ impl Containerd {
             dir: Some(dir),
             path,
             child: Some(child),
+            restarted: Mutex::new(None),
+            launch: (containerd_bin.clone(), path_env),
             events: None,
             namespace,
             ctr_bin,
@@ -230,9 +237,66 @@ impl Containerd {
         tail(&self.log_path(), lines)
     }
 
+    /// Restarts containerd itself, as a node's containerd upgrade or crash does: SIGTERM,
+    /// wait for it to exit, start it again with the same config. Its shims and their
+    /// containers keep running. `ctr events` is not restarted (use CRI or `ctr` state).
+    pub fn restart(&self, timeout: Duration) -> anyhow::Result<()> {
+        let mut restarted = self.restarted.lock().unwrap_or_else(|p| p.into_inner());
+        let old = match restarted.as_ref() {
+            Some(child) => child.id(),
+            None => self
+                .child
+                .as_ref()
+                .map(Child::id)
+                .context("containerd not running")?,
+        };
+        let old = Pid::from_raw(old as i32);
+        kill(old, Signal::SIGTERM).context("SIGTERM to containerd")?;
+        wait_until(
+            timeout,
+            "containerd exiting after SIGTERM",
+            || match nix::sys::wait::waitpid(old, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(nix::sys::wait::WaitStatus::StillAlive) => None,
+                _ => Some(()),
+            },
+        )?;
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(self.path.join("containerd.log"))?;
+        let child = Command::new(&self.launch.0)
+            .arg("--config")
+            .arg(self.path.join("config.toml"))
+            .env("PATH", &self.launch.1)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting containerd again")?;
+        *restarted = Some(child);
+        drop(restarted);
+        wait_until(
+            timeout,
+            "containerd answering again after its restart",
+            || {
+                (self.socket().exists() && self.answers_version(Duration::from_secs(5)))
+                    .then_some(())
+            },
+        )?;
+        Ok(())
+    }
+
     /// Stop `ctr events` and containerd (SIGTERM, SIGKILL after 10 s), then remove what
     /// they left.
     fn stop(&mut self) {
+        let restarted = self
+            .restarted
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(restarted) = restarted {
+            // The first containerd was reaped by `restart`: this one is the one to stop.
+            self.child = Some(restarted);
+        }
         if let Some(mut child) = self.events.take() {
             let _ = child.kill();
             let _ = child.wait();
