@@ -291,25 +291,30 @@ impl Cgroup {
         self.apply(resources)
     }
 
-    /// The memory limit in force, bytes (`None`: unlimited or unreadable).
-    pub fn memory_limit(&self) -> Option<u64> {
-        let file = if self.v2 {
+    /// The name of the file holding the memory limit.
+    fn memory_limit_name(&self) -> &'static str {
+        if self.v2 {
             "memory.max"
         } else {
             "memory.limit_in_bytes"
-        };
-        self.read("memory", file)?.trim().parse().ok()
+        }
+    }
+
+    /// The memory limit in force, bytes (`None`: unlimited or unreadable).
+    pub fn memory_limit(&self) -> Option<u64> {
+        self.read("memory", self.memory_limit_name())?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// The file holding the memory limit in force, for a process that reads it after it
     /// can no longer see the cgroup filesystem (`None` without a memory controller).
     pub fn memory_limit_file(&self) -> Option<PathBuf> {
-        let file = if self.v2 {
-            "memory.max"
-        } else {
-            "memory.limit_in_bytes"
-        };
-        Some(self.controller_dir("memory")?.join(file))
+        Some(
+            self.controller_dir("memory")?
+                .join(self.memory_limit_name()),
+        )
     }
 
     /// Freezes (`true`) or thaws every process of the cgroup and waits until the kernel
@@ -356,12 +361,7 @@ impl Cgroup {
             .and_then(|m| m.limit())
             .filter(|l| *l > 0)
         {
-            let file = if self.v2 {
-                "memory.max"
-            } else {
-                "memory.limit_in_bytes"
-            };
-            self.write("memory", file, &limit.to_string())?;
+            self.write("memory", self.memory_limit_name(), &limit.to_string())?;
         }
         if let Some(cpu) = resources.cpu() {
             if let Some(shares) = cpu.shares().filter(|s| *s > 0) {

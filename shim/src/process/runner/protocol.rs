@@ -74,13 +74,18 @@ impl RunnerRequest {
         let mut json = String::new();
         pipe.read_to_string(&mut json)
             .map_err(|e| format!("reading the runner request: {e}"))?;
-        // The build first: a request of another build may not even parse.
-        let build = serde_json::from_str::<serde_json::Value>(&json)
-            .ok()
-            .and_then(|v| v.get("build")?.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        check_build(&build)?;
-        serde_json::from_str(&json).map_err(|e| format!("invalid runner request: {e}"))
+        match serde_json::from_str::<RunnerRequest>(&json) {
+            Ok(request) => check_build(&request.build).map(|()| request),
+            // A request of another build may not even parse: name the build if it does.
+            Err(e) => {
+                let build = serde_json::from_str::<serde_json::Value>(&json)
+                    .ok()
+                    .and_then(|v| v.get("build")?.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                check_build(&build)?;
+                Err(format!("invalid runner request: {e}"))
+            }
+        }
     }
 }
 
