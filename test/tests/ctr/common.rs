@@ -96,3 +96,124 @@ pub fn wait_running(c: &Containerd, id: &str) -> u32 {
     );
     running.unwrap_or_else(|e| panic!("{e}: {last}"))
 }
+
+/// `ctr tasks exec --fifo-dir <harness> --exec-id EXEC_ID OPTS... CONTAINER CMD...` in the
+/// foreground: `ctr` exits with the exec'd process's exit code and shows its output.
+pub fn exec(
+    c: &Containerd,
+    container: &str,
+    exec_id: &str,
+    opts: &[&str],
+    cmd: &[&str],
+) -> CtrOutput {
+    c.ctr(exec_args(c, container, exec_id, opts, cmd))
+        .expect("ctr tasks exec")
+}
+
+/// The argv of [`exec`] (after `ctr -a .. -n ..`).
+pub fn exec_args(
+    c: &Containerd,
+    container: &str,
+    exec_id: &str,
+    opts: &[&str],
+    cmd: &[&str],
+) -> Vec<String> {
+    let fifo = c.fifo_dir().to_string_lossy().into_owned();
+    let mut args: Vec<String> = ["tasks", "exec", "--fifo-dir", &fifo, "--exec-id", exec_id]
+        .map(str::to_owned)
+        .into();
+    args.extend(opts.iter().map(|s| (*s).to_owned()));
+    args.push(container.to_owned());
+    args.extend(cmd.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+/// The `/tasks/...` events containerd published about process `exec_id` of `container`
+/// (from the harness's `ctr events` log), in order, as `(topic, event JSON)`.
+pub fn process_events(c: &Containerd, container: &str, exec_id: &str) -> Vec<(String, String)> {
+    let log = std::fs::read_to_string(c.dir().join("events.log")).unwrap_or_default();
+    let of_container = format!("\"container_id\":\"{container}\"");
+    let of_exec = format!("\"exec_id\":\"{exec_id}\"");
+    let of_process = format!("\"id\":\"{exec_id}\"");
+    log.lines()
+        .filter(|l| l.contains(&of_container) && (l.contains(&of_exec) || l.contains(&of_process)))
+        .filter_map(|l| {
+            // `<time> <namespace> <topic> <json>`
+            let topic = l.split_whitespace().find(|w| w.starts_with("/tasks/"))?;
+            let json = &l[l.find('{')?..];
+            Some((topic.to_owned(), json.to_owned()))
+        })
+        .collect()
+}
+
+/// The exit status of exec'd process `exec_id` of `container`, from its `/tasks/exit`
+/// event (protobuf JSON omits a zero status), once published.
+pub fn exec_exit_status(c: &Containerd, container: &str, exec_id: &str) -> Option<u32> {
+    process_events(c, container, exec_id)
+        .into_iter()
+        .filter(|(topic, _)| topic == "/tasks/exit")
+        .map(|(_, json)| {
+            serde_json::from_str::<serde_json::Value>(&json)
+                .ok()
+                .and_then(|v| v.get("exit_status").and_then(serde_json::Value::as_u64))
+                .unwrap_or(0) as u32
+        })
+        .next_back()
+}
+
+/// Wait (30 s at most) for [`exec_exit_status`].
+pub fn wait_exec_exit(c: &Containerd, container: &str, exec_id: &str) -> Option<u32> {
+    wait_until(
+        Duration::from_secs(30),
+        format!("exit of exec {exec_id} in {container}"),
+        || exec_exit_status(c, container, exec_id),
+    )
+    .ok()
+}
+
+/// The cgroup directories of process `pid`: one per hierarchy (cgroup v1) or the one
+/// (v2), from `/proc/<pid>/cgroup`; the root (`/`) is left out.
+pub fn cgroup_dirs(pid: u32) -> Vec<std::path::PathBuf> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup of pid");
+    cgroups
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            if path == "/" {
+                return None;
+            }
+            let hierarchy = match controllers {
+                "" => String::new(),
+                named if named.starts_with("name=") => named.trim_start_matches("name=").to_owned(),
+                list => list.to_owned(),
+            };
+            let root = if hierarchy.is_empty() {
+                if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+                    "/sys/fs/cgroup".to_owned()
+                } else {
+                    "/sys/fs/cgroup/unified".to_owned()
+                }
+            } else {
+                format!("/sys/fs/cgroup/{hierarchy}")
+            };
+            Some(std::path::PathBuf::from(format!("{root}{path}")))
+        })
+        .collect()
+}
+
+/// The namespaces of process `pid` (`/proc/<pid>/ns/*` links, e.g. `net:[4026531992]`),
+/// sorted by kind; `pid_for_children` and `time_for_children` left out.
+pub fn namespaces(pid: u32) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{pid}/ns"))
+        .expect("ns of pid")
+        .flatten()
+        .filter_map(|e| {
+            let kind = e.file_name().to_string_lossy().into_owned();
+            let link = std::fs::read_link(e.path()).ok()?;
+            (!kind.ends_with("_for_children")).then(|| (kind, link.to_string_lossy().into_owned()))
+        })
+        .collect();
+    all.sort();
+    all
+}
