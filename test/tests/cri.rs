@@ -19,12 +19,15 @@
 //! The tests of one binary run one at a time: CRI always uses namespace `k8s.io`, and
 //! per-namespace runtime state dirs are shared between containerd instances.
 //!
-//! The cases are below; the node they run on and the kubelet steps they share are in
-//! `cri/node.rs`.
+//! The cases are below, the exec cases (ExecSync, exec probes) in `cri/exec.rs`; the node
+//! they run on and the kubelet steps they share are in `cri/node.rs`.
 
 #[path = "cri/node.rs"]
 #[macro_use]
 mod node;
+
+#[path = "cri/exec.rs"]
+mod exec;
 
 use std::time::Duration;
 
@@ -32,6 +35,7 @@ use wasmpod_fixtures::{p1, p2};
 use wasmpod_test::containerd::{ContainerdVersion, PAUSE_IMAGE};
 use wasmpod_test::cri::{ContainerConfig, api, read_log};
 
+use exec::{exec_sync_runs_wasm_programs, exec_sync_timeout};
 use node::Node;
 
 // --- the cases: each gets a fresh node of one containerd version ----------------------
@@ -572,5 +576,7 @@ cri_suite! {
         exit_after_containerd_restart,
         stats_of_busy_guest,
         remove_running_pod_leaves_nothing,
+        exec_sync_runs_wasm_programs,
+        exec_sync_timeout,
     ]
 }

@@ -75,7 +75,18 @@ impl CriClient {
     where
         F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let timeout = self.timeout;
+        self.call_within(call, self.timeout, fut)
+    }
+
+    fn call_within<T, F>(
+        &self,
+        call: &'static str,
+        timeout: Duration,
+        fut: F,
+    ) -> Result<T, CriError>
+    where
+        F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         self.rt
             .block_on(async { tokio::time::timeout(timeout, fut).await })
             .map_err(|_| CriError::Timeout { call, timeout })?
@@ -419,6 +430,29 @@ impl CriClient {
             }),
         )
         .map(drop)
+    }
+
+    /// `ExecSync` of `cmd` in container `id`, as kubelet sends it for an exec probe or
+    /// `kubectl exec` without streams: CRI's `timeout` is whole seconds (0: none), and the
+    /// call may last that long plus the per-call timeout (kubelet's deadline). A non-zero
+    /// exit is an answer (`exit_code`), not an error; a timeout is an error
+    /// (`DeadlineExceeded`).
+    pub fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[&str],
+        timeout: Duration,
+    ) -> Result<cri::ExecSyncResponse, CriError> {
+        let mut c = self.runtime.clone();
+        self.call_within(
+            "ExecSync",
+            self.timeout + timeout,
+            c.exec_sync(cri::ExecSyncRequest {
+                container_id: id.to_owned(),
+                cmd: cmd.iter().map(|s| (*s).to_owned()).collect(),
+                timeout: timeout.as_secs() as i64,
+            }),
+        )
     }
 
     /// `ContainerStats`.

@@ -201,6 +201,12 @@ impl ContainerConfig {
         self
     }
 
+    /// Adds `KEY=VALUE` to the environment.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
     /// Adds a volume mount.
     pub fn mount(
         mut self,

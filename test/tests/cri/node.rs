@@ -120,7 +120,7 @@ impl Node {
     }
 
     /// Import `image` into `k8s.io` and wait until CRI sees it; returns its reference.
-    fn import(&self, image: &ImageBuilder) -> String {
+    pub fn import(&self, image: &ImageBuilder) -> String {
         let reference = self
             .c
             .import_image_cri(image)
