@@ -1,4 +1,5 @@
-//! Task events for containerd (TaskCreate, TaskStart, TaskExit, TaskDelete).
+//! Task events for containerd (TaskCreate, TaskStart, TaskExecAdded, TaskExecStarted,
+//! TaskExit, TaskDelete, TaskOOM, TaskPaused, TaskResumed).
 //!
 //! The lifecycle code hands plain [`TaskEvent`]s to an [`EventSink`]. In the shim the sink is
 //! [`RemoteEvents`]: a thread that forwards them, in order, to containerd over ttrpc so no RPC
@@ -16,7 +17,8 @@ use std::sync::mpsc::{Sender, channel};
 use std::time::{Duration, Instant, SystemTime};
 
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExit, TaskOOM, TaskPaused, TaskResumed, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskPaused,
+    TaskResumed, TaskStart,
 };
 use containerd_shim::protos::protobuf::MessageDyn;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
@@ -37,8 +39,10 @@ pub enum TaskEvent {
         id: String,
         pid: u32,
     },
+    /// The exit of a container's process (`exec_id` `None`) or of one of its execs.
     Exit {
         id: String,
+        exec_id: Option<String>,
         pid: u32,
         exit_status: u32,
         exited_at: SystemTime,
@@ -51,6 +55,15 @@ pub enum TaskEvent {
     },
     Oom {
         id: String,
+    },
+    ExecAdded {
+        id: String,
+        exec_id: String,
+    },
+    ExecStarted {
+        id: String,
+        exec_id: String,
+        pid: u32,
     },
     Paused {
         id: String,
@@ -182,13 +195,14 @@ fn to_proto(event: &TaskEvent) -> (&'static str, Box<dyn MessageDyn>) {
         }
         TaskEvent::Exit {
             id,
+            exec_id,
             pid,
             exit_status,
             exited_at,
         } => {
             let mut e = TaskExit::new();
             e.container_id = id.clone();
-            e.id = id.clone();
+            e.id = exec_id.clone().unwrap_or_else(|| id.clone());
             e.pid = *pid;
             e.exit_status = *exit_status;
             e.exited_at = Some(to_timestamp(*exited_at)).into();
@@ -212,6 +226,19 @@ fn to_proto(event: &TaskEvent) -> (&'static str, Box<dyn MessageDyn>) {
             let mut e = TaskOOM::new();
             e.container_id = id.clone();
             (topics::TASK_OOM_EVENT_TOPIC, Box::new(e))
+        }
+        TaskEvent::ExecAdded { id, exec_id } => {
+            let mut e = TaskExecAdded::new();
+            e.container_id = id.clone();
+            e.exec_id = exec_id.clone();
+            (topics::TASK_EXEC_ADDED_EVENT_TOPIC, Box::new(e))
+        }
+        TaskEvent::ExecStarted { id, exec_id, pid } => {
+            let mut e = TaskExecStarted::new();
+            e.container_id = id.clone();
+            e.exec_id = exec_id.clone();
+            e.pid = *pid;
+            (topics::TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(e))
         }
         TaskEvent::Paused { id } => {
             let mut e = TaskPaused::new();

@@ -2,7 +2,8 @@
 //!
 //! The `containerd-shim` crate makes this process a child subreaper and reaps every child on
 //! SIGCHLD, publishing `(pid, status)` on its monitor; nothing else may call `waitpid`. A
-//! thread subscribed to that monitor forwards each exit to [`Containers::process_exited`].
+//! thread subscribed to that monitor forwards each exit to [`Containers::process_exited`],
+//! on a thread of its own.
 
 use std::sync::Arc;
 
@@ -26,7 +27,17 @@ pub fn forward_exits(containers: Arc<Containers>) {
         .spawn(move || {
             for event in subscription.rx.iter() {
                 if let Subject::Pid(pid) = event.subject {
-                    containers.process_exited(pid as u32, event.exit_code as u32);
+                    // A thread per exit: recording one waits for its output to be read
+                    // (bounded) and for its container's lock (held through slow work such as
+                    // a runc call); neither may hold up the exits of other containers.
+                    let containers = containers.clone();
+                    let (pid, status) = (pid as u32, event.exit_code as u32);
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("exit-{pid}"))
+                        .spawn(move || containers.process_exited(pid, status));
+                    if let Err(e) = spawned {
+                        error!("recording the exit of pid {pid}: no thread: {e}");
+                    }
                 }
             }
         })

@@ -2,7 +2,8 @@
 //!
 //! Each RPC unpacks its request, calls one lifecycle method and packs the answer; the
 //! lifecycle never sees ttrpc types. RPCs that make no sense for a wasm container answer
-//! `Unimplemented` with a message saying so, at once.
+//! `Unimplemented` with a message saying so, at once. An empty exec id names the container's
+//! own process, any other one of its execs.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,7 +29,7 @@ use crate::events::to_timestamp;
 use crate::lifecycle::Containers;
 use crate::os::cgroup::CgroupUsage;
 use crate::os::{proc_stats, rootfs::RootfsMount};
-use crate::process::CreateRequest;
+use crate::process::{CreateRequest, ExecRequest};
 
 /// The Task service containerd talks to.
 pub struct TaskService {
@@ -59,13 +60,38 @@ impl TaskService {
     }
 }
 
-/// Execs are the only extra processes containerd asks for; wasmpod has none.
-fn no_exec(exec_id: &str) -> TaskResult<()> {
-    if exec_id.is_empty() {
-        Ok(())
-    } else {
-        Err(TaskError::unsupported("exec"))
+/// The exec a request names: containerd sends an empty exec id for the container's process.
+fn exec_id(exec_id: &str) -> Option<&str> {
+    Some(exec_id).filter(|e| !e.is_empty())
+}
+
+/// The exec's process, sent as an `Any` holding the runtime spec's `Process` as JSON.
+fn exec_request(req: ExecProcessRequest) -> TaskResult<ExecRequest> {
+    let what = format!("container {} exec {}", req.id, req.exec_id);
+    if req.terminal {
+        return Err(TaskError::InvalidArgument(format!(
+            "{what}: a terminal (tty) is not supported for wasm containers; exec without -t"
+        )));
     }
+    let Some(any) = req.spec.as_ref() else {
+        return Err(TaskError::InvalidArgument(format!(
+            "{what}: exec without a process spec"
+        )));
+    };
+    let process: oci_spec::runtime::Process = serde_json::from_slice(&any.value).map_err(|e| {
+        TaskError::InvalidArgument(format!(
+            "{what}: the process ({}) is not an OCI runtime Process: {e}",
+            any.type_url
+        ))
+    })?;
+    Ok(ExecRequest {
+        container_id: req.id,
+        exec_id: req.exec_id,
+        process,
+        stdin: req.stdin,
+        stdout: req.stdout,
+        stderr: req.stderr,
+    })
 }
 
 fn create_request(req: CreateTaskRequest) -> TaskResult<CreateRequest> {
@@ -148,8 +174,10 @@ impl Task for TaskService {
     }
 
     fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
-        no_exec(&req.exec_id)?;
-        let pid = self.containers.start(&req.id)?;
+        let pid = match exec_id(&req.exec_id) {
+            Some(exec_id) => self.containers.start_exec(&req.id, exec_id)?,
+            None => self.containers.start(&req.id)?,
+        };
         Ok(StartResponse {
             pid,
             ..Default::default()
@@ -157,14 +185,13 @@ impl Task for TaskService {
     }
 
     fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
-        no_exec(&req.exec_id)?;
-        self.containers.kill(&req.id, req.signal)?;
+        self.containers
+            .kill(&req.id, exec_id(&req.exec_id), req.signal, req.all)?;
         Ok(Empty::new())
     }
 
     fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
-        no_exec(&req.exec_id)?;
-        let exit = self.containers.wait(&req.id)?;
+        let exit = self.containers.wait(&req.id, exec_id(&req.exec_id))?;
         Ok(WaitResponse {
             exit_status: exit.status,
             exited_at: Some(to_timestamp(exit.at)).into(),
@@ -173,8 +200,7 @@ impl Task for TaskService {
     }
 
     fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
-        no_exec(&req.exec_id)?;
-        let (pid, exit) = self.containers.delete(&req.id)?;
+        let (pid, exit) = self.containers.delete(&req.id, exec_id(&req.exec_id))?;
         Ok(DeleteResponse {
             pid,
             exit_status: exit.status,
@@ -184,10 +210,10 @@ impl Task for TaskService {
     }
 
     fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
-        no_exec(&req.exec_id)?;
-        let info = self.containers.info(&req.id)?;
+        let info = self.containers.info(&req.id, exec_id(&req.exec_id))?;
         Ok(StateResponse {
             id: info.id,
+            exec_id: info.exec_id.unwrap_or_default(),
             bundle: info.bundle.display().to_string(),
             pid: info.pid,
             status: info.state.api_status().into(),
@@ -217,7 +243,7 @@ impl Task for TaskService {
     }
 
     fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
-        let info = self.containers.info(&req.id)?;
+        let info = self.containers.info(&req.id, None)?;
         if info.exit.is_some() {
             return Err(TaskError::NotFound(format!(
                 "container {}: process already finished",
@@ -235,7 +261,10 @@ impl Task for TaskService {
     }
 
     fn connect(&self, _ctx: &TtrpcContext, req: ConnectRequest) -> ttrpc::Result<ConnectResponse> {
-        let task_pid = self.containers.info(&req.id).map_or(0, |info| info.pid);
+        let task_pid = self
+            .containers
+            .info(&req.id, None)
+            .map_or(0, |info| info.pid);
         Ok(ConnectResponse {
             shim_pid: std::process::id(),
             task_pid,
@@ -252,8 +281,10 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    fn exec(&self, _ctx: &TtrpcContext, _req: ExecProcessRequest) -> ttrpc::Result<Empty> {
-        Err(TaskError::unsupported("exec").into())
+    fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
+        debug!("exec {} {}", req.id, req.exec_id);
+        self.containers.exec(exec_request(req)?)?;
+        Ok(Empty::new())
     }
 
     fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> ttrpc::Result<Empty> {
@@ -277,7 +308,8 @@ impl Task for TaskService {
     }
 
     fn resize_pty(&self, _ctx: &TtrpcContext, _req: ResizePtyRequest) -> ttrpc::Result<Empty> {
-        Err(TaskError::unsupported("resize pty").into())
+        // No process of wasmpod has a terminal (Create and Exec refuse one).
+        Err(TaskError::unsupported("a terminal (tty), and so resizing one,").into())
     }
 
     fn close_io(&self, _ctx: &TtrpcContext, _req: CloseIORequest) -> ttrpc::Result<Empty> {

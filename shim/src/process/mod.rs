@@ -38,6 +38,37 @@ pub struct CreateRequest {
     pub stderr: String,
 }
 
+/// What Exec asks for: one more process in a running container.
+#[derive(Debug, Clone)]
+pub struct ExecRequest {
+    pub container_id: String,
+    pub exec_id: String,
+    /// The exec's process (args, env, cwd, user), as containerd sent it.
+    pub process: oci_spec::runtime::Process,
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// What a wasm container can exec, said whenever an exec target is refused.
+pub const EXEC_TARGETS: &str = "wasm containers can exec the .wasm programs of their image";
+
+/// An exec process: made by Exec, let run by Start, its exit reaped like the container's.
+pub trait ExecProcess: Send {
+    /// Its pid; 0 while it has none yet (runc makes it at Start).
+    fn pid(&self) -> u32;
+    /// Lets it run; returns its pid.
+    fn start(&mut self) -> TaskResult<u32>;
+    /// Sends a signal; `Ok(false)` when the process is already gone.
+    fn signal(&self, signal: u32) -> TaskResult<bool>;
+    /// Its output FIFOs, to wait until they are read before its exit is published.
+    fn output(&self) -> Option<std::sync::Arc<crate::os::drain::OutputDrain>> {
+        None
+    }
+    /// Releases what Exec set up (files in the bundle). Called once, at delete, after exit.
+    fn release(&mut self) {}
+}
+
 /// A created container process, waiting for Start.
 pub trait ContainerProcess: Send {
     fn pid(&self) -> u32;
@@ -61,6 +92,14 @@ pub trait ContainerProcess: Send {
     /// published (`None`: the process's output goes through something that flushes itself).
     fn output(&self) -> Option<std::sync::Arc<crate::os::drain::OutputDrain>> {
         None
+    }
+    /// Makes one more process in the running container (Exec). The container's process
+    /// must be running: its namespaces are joined through its pid.
+    fn exec(&self, request: &ExecRequest) -> TaskResult<Box<dyn ExecProcess>> {
+        Err(TaskError::FailedPrecondition(format!(
+            "container {}: exec is not possible in this container",
+            request.container_id
+        )))
     }
 }
 

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use log::warn;
 use oci_spec::runtime::Spec;
 
-use super::{ContainerProcess, CreateRequest, ProcessCore};
+use super::{ContainerProcess, CreateRequest, ExecProcess, ExecRequest, ProcessCore};
 use crate::error::{TaskError, TaskResult};
 use crate::os::cgroup::{Cgroup, CgroupUsage};
 use crate::os::{exec, fd};
@@ -25,6 +25,7 @@ const LOG_FILE: &str = "runc-log.json";
 
 struct RuncProcess {
     core: ProcessCore,
+    bundle: PathBuf,
     log: PathBuf,
 }
 
@@ -122,6 +123,7 @@ pub fn create(
             cgroup,
             rootfs,
         },
+        bundle: request.bundle.clone(),
         log,
     }))
 }
@@ -196,6 +198,116 @@ impl ContainerProcess for RuncProcess {
         );
         let _ = std::fs::remove_file(&file);
         result
+    }
+
+    fn exec(&self, request: &ExecRequest) -> TaskResult<Box<dyn ExecProcess>> {
+        if request.process.terminal() == Some(true) {
+            return Err(TaskError::InvalidArgument(format!(
+                "container {} exec {}: a terminal (tty) is not supported by wasmpod",
+                request.container_id, request.exec_id
+            )));
+        }
+        Ok(Box::new(RuncExec {
+            request: request.clone(),
+            files: self.bundle.join(format!("exec-{}", request.exec_id)),
+            log: self.log.clone(),
+            pid: 0,
+        }))
+    }
+}
+
+/// An exec in a Linux container: `runc exec --detach` at Start (runc has no create step
+/// for execs); the process is re-parented to this shim, whose reaper sees its exit.
+struct RuncExec {
+    request: ExecRequest,
+    /// `<bundle>/exec-<exec id>`: `.json` (the process) and `.pid`.
+    files: PathBuf,
+    log: PathBuf,
+    pid: u32,
+}
+
+impl RuncExec {
+    fn file(&self, extension: &str) -> PathBuf {
+        self.files.with_extension(extension)
+    }
+}
+
+impl ExecProcess for RuncExec {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn start(&mut self) -> TaskResult<u32> {
+        let ExecRequest {
+            container_id,
+            exec_id,
+            ..
+        } = &self.request;
+        let what = format!("container {container_id} exec {exec_id}");
+        if self.pid != 0 {
+            return Err(TaskError::FailedPrecondition(format!(
+                "{what}: already started"
+            )));
+        }
+        let process_file = self.file("json");
+        let pid_file = self.file("pid");
+        let json =
+            serde_json::to_vec(&self.request.process).map_err(|e| TaskError::internal(&what, e))?;
+        std::fs::write(&process_file, json).map_err(|e| {
+            TaskError::internal(format!("{what}: writing {}", process_file.display()), e)
+        })?;
+        let open_err = |stdio: &str, e: std::io::Error| {
+            TaskError::internal(format!("{what}: opening {stdio}"), e)
+        };
+        let stdin = fd::open_input(&self.request.stdin).map_err(|e| open_err("stdin", e))?;
+        let stdout = fd::open_output(&self.request.stdout).map_err(|e| open_err("stdout", e))?;
+        let stderr = fd::open_output(&self.request.stderr).map_err(|e| open_err("stderr", e))?;
+        let as_stdio = |f: Option<std::fs::File>| f.map_or_else(Stdio::null, Stdio::from);
+        let mut command = runc(
+            &self.log,
+            &[
+                "exec",
+                "--detach",
+                "--pid-file",
+                &pid_file.display().to_string(),
+                "--process",
+                &process_file.display().to_string(),
+                container_id,
+            ],
+        );
+        command
+            .stdin(as_stdio(stdin))
+            .stdout(as_stdio(stdout))
+            .stderr(as_stdio(stderr));
+        run_runc(container_id, "exec", &self.log, &mut command)?;
+        self.pid = wait_for_pid_file(&pid_file).ok_or_else(|| {
+            TaskError::Internal(format!(
+                "{what}: runc exec did not write {}",
+                pid_file.display()
+            ))
+        })?;
+        Ok(self.pid)
+    }
+
+    fn signal(&self, signal: u32) -> TaskResult<bool> {
+        if self.pid == 0 {
+            return Ok(false);
+        }
+        crate::os::signals::send(self.pid, signal).map_err(|e| {
+            TaskError::internal(
+                format!(
+                    "container {} exec {}: signal {signal} to pid {}",
+                    self.request.container_id, self.request.exec_id, self.pid
+                ),
+                e,
+            )
+        })
+    }
+
+    fn release(&mut self) {
+        for extension in ["json", "pid"] {
+            let _ = std::fs::remove_file(self.file(extension));
+        }
     }
 }
 

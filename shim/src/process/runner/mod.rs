@@ -7,10 +7,12 @@
 //! - [`parent`]: the shim's side, a [`crate::process::ContainerProcess`]: spawns this binary
 //!   into the container's cgroup and namespaces ([`crate::os::spawn`]), sends the request,
 //!   waits for the status, writes the start byte;
+//! - [`exec`]: one more runner in a running wasm container (Exec), for a `.wasm` of its image;
 //! - [`child`]: the other side, this binary re-executed as `__run` (a wasm container) or
 //!   `__pause` (the sandbox): prepares, confines, reports, waits for Start, runs.
 
 pub mod child;
+pub mod exec;
 pub mod parent;
 pub mod protocol;
 pub mod spec;

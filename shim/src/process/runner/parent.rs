@@ -26,11 +26,17 @@ use crate::os::cgroup::{Cgroup, CgroupUsage, SpawnEntry};
 use crate::os::namespaces::NamespacePlan;
 use crate::os::spawn::{self, CgroupJoin, SpawnRequest};
 use crate::os::{fd, signals};
-use crate::process::{ContainerKind, ContainerProcess, CreateRequest, ProcessCore};
+use crate::process::{
+    ContainerKind, ContainerProcess, CreateRequest, ExecProcess, ExecRequest, ProcessCore,
+};
 
 struct RunnerProcess {
     core: ProcessCore,
+    kind: ContainerKind,
     bundle: PathBuf,
+    /// The container's spec, what an exec process is derived from.
+    spec: Spec,
+    settings: RunnerSettings,
     start: Option<std::fs::File>,
     /// Read ends of the output FIFOs: the exit is published once they are read.
     output: std::sync::Arc<crate::os::drain::OutputDrain>,
@@ -75,9 +81,11 @@ pub fn create(
         mounted_rootfs,
     } = resolved;
     let cgroup = create_cgroup(id, &spec)?;
+    let container_spec = spec.clone();
     let runner_request = RunnerRequest {
         build: super::protocol::this_build(),
         id: id.clone(),
+        exec_id: None,
         bundle: request.bundle.clone(),
         rootfs: request.bundle.join("rootfs"),
         stdin: request.stdin.clone(),
@@ -89,7 +97,14 @@ pub fn create(
         guest,
         entrypoint,
     };
-    match spawn(&runner_request, kind, cgroup.as_ref(), &settings.exe) {
+    let pid_file = request.bundle.join(RUNNER_PID_FILE);
+    match spawn(
+        &runner_request,
+        kind,
+        cgroup.as_ref(),
+        &settings.exe,
+        Some(&pid_file),
+    ) {
         Ok((pid, start, timing)) => {
             let total = began.elapsed();
             // What the runner did not see: cgroup, fork, namespaces, exec, process start.
@@ -105,7 +120,10 @@ pub fn create(
                     cgroup,
                     rootfs: mounted_rootfs,
                 },
+                kind,
                 bundle: request.bundle.clone(),
+                spec: container_spec,
+                settings: settings.clone(),
                 start: Some(start),
                 output: std::sync::Arc::new(crate::os::drain::OutputDrain::open([
                     request.stdout.as_str(),
@@ -140,13 +158,21 @@ pub fn create_cgroup(id: &str, spec: &Spec) -> TaskResult<Option<Cgroup>> {
     Ok(Some(cgroup))
 }
 
-fn spawn(
+/// Spawns `exe` as the runner (or pause process) of `request` in `cgroup` (joined, not
+/// created) and the spec's namespaces, and waits for its verdict. `pid_file`: where to
+/// record the process for the `delete` subcommand (the container's main process only).
+pub(super) fn spawn(
     request: &RunnerRequest,
     kind: ContainerKind,
     cgroup: Option<&Cgroup>,
     exe: &Path,
+    pid_file: Option<&Path>,
 ) -> TaskResult<(u32, std::fs::File, PrepareTiming)> {
-    let id = &request.id;
+    let id = match &request.exec_id {
+        Some(exec_id) => format!("{} exec {exec_id}", request.id),
+        None => request.id.clone(),
+    };
+    let id = &id;
     let io_err =
         |what: &str, e: std::io::Error| TaskError::internal(format!("container {id}: {what}"), e);
     let namespaces = NamespacePlan::from_spec(&request.spec)
@@ -186,10 +212,11 @@ fn spawn(
     drop(cgroup_entry);
     // Lets the `delete` subcommand find the process, and prove it is this one, if this
     // shim dies (the child is not reaped yet: its pid and start time are stable).
-    let recorded = crate::os::pidfile::RecordedProcess::of(pid)
-        .and_then(|p| p.write(&request.bundle.join(RUNNER_PID_FILE)));
-    if let Err(e) = recorded {
-        warn!("container {id}: writing {RUNNER_PID_FILE}: {e}");
+    if let Some(pid_file) = pid_file {
+        let recorded = crate::os::pidfile::RecordedProcess::of(pid).and_then(|p| p.write(pid_file));
+        if let Err(e) = recorded {
+            warn!("container {id}: writing {}: {e}", pid_file.display());
+        }
     }
     // Our copies of the child's ends must close, or EOF never comes.
     drop(status_w);
@@ -272,5 +299,23 @@ impl ContainerProcess for RunnerProcess {
 
     fn output(&self) -> Option<std::sync::Arc<crate::os::drain::OutputDrain>> {
         Some(self.output.clone())
+    }
+
+    fn exec(&self, request: &ExecRequest) -> TaskResult<Box<dyn ExecProcess>> {
+        if self.kind == ContainerKind::Sandbox {
+            return Err(TaskError::FailedPrecondition(format!(
+                "container {}: the pod sandbox runs no program to exec into",
+                self.core.id
+            )));
+        }
+        super::exec::create(
+            &super::exec::Container {
+                core: &self.core,
+                bundle: &self.bundle,
+                spec: &self.spec,
+                settings: &self.settings,
+            },
+            request,
+        )
     }
 }

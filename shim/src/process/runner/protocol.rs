@@ -32,6 +32,14 @@ pub const RUNNER_PID_FILE: &str = "runner.pid";
 /// File a runner writes into its bundle when its guest ran out of memory.
 pub const OOM_MARKER_FILE: &str = "oom";
 /// Runner → shim: one JSON [`RunnerStatus`] line, then EOF.
+/// The OOM marker's file name in the bundle ([`RunnerRequest::oom_marker`]).
+pub fn oom_marker_name(exec_id: Option<&str>) -> String {
+    match exec_id {
+        None => OOM_MARKER_FILE.to_owned(),
+        Some(exec_id) => format!("{OOM_MARKER_FILE}-exec-{exec_id}"),
+    }
+}
+
 pub const STATUS_FD: i32 = 3;
 /// Shim → runner: one byte means start; EOF means never start.
 pub const START_FD: i32 = 4;
@@ -46,6 +54,9 @@ pub struct RunnerRequest {
     #[serde(default)]
     pub build: String,
     pub id: String,
+    /// Set for an exec process of the container `id` (Exec), absent for its main process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_id: Option<String>,
     pub bundle: PathBuf,
     pub rootfs: PathBuf,
     /// Paths of containerd's stdio FIFOs or files; empty means none.
@@ -69,6 +80,12 @@ pub struct RunnerRequest {
 }
 
 impl RunnerRequest {
+    /// Where this runner marks that its guest ran out of memory: `oom` for the container's
+    /// process, `oom-exec-<exec id>` for an exec (whose OOM is not the container's).
+    pub fn oom_marker(&self) -> PathBuf {
+        self.bundle.join(oom_marker_name(self.exec_id.as_deref()))
+    }
+
     /// Reads the request the shim wrote on `pipe` (to EOF).
     pub fn read_from(mut pipe: impl Read) -> Result<Self, String> {
         let mut json = String::new();

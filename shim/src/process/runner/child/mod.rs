@@ -27,8 +27,8 @@ use wasmpod_runtime_core::{
 
 // `super::spec` for the modules below (rootview names `super::spec::BindMount`).
 use super::protocol::{
-    Failure, FailureKind, OOM_MARKER_FILE, PrepareTiming, REQUEST_FD, RunnerRequest, RunnerStatus,
-    START_FD, STATUS_FD,
+    Failure, FailureKind, PrepareTiming, REQUEST_FD, RunnerRequest, RunnerStatus, START_FD,
+    STATUS_FD,
 };
 use super::spec;
 use crate::os::fd;
@@ -171,7 +171,7 @@ fn prepare(request: RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer,
     laps.timing.load_us = laps.lap();
     let stderr_for_traps = stderr.as_ref().and_then(|f| f.try_clone().ok());
     // Opened now: the guest's user may not write in the bundle.
-    let oom_marker_path = request.bundle.join(OOM_MARKER_FILE);
+    let oom_marker_path = request.oom_marker();
     let oom_marker = File::create(&oom_marker_path).map_err(|e| {
         Failure::new(
             FailureKind::Io,
