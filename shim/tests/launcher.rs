@@ -379,3 +379,23 @@ fn an_exec_runs_another_wasm_of_the_image_in_the_containers_namespaces() {
     );
     container.release().expect("release");
 }
+
+#[test]
+#[ignore = "needs root"]
+fn an_exec_into_a_container_whose_process_has_exited_is_refused() {
+    let bundle = Bundle::simple(p1::HELLO, &[]);
+    std::fs::write(bundle.path().join("rootfs/exit_code.wasm"), p1::EXIT_CODE).unwrap();
+    let mut container = bundle.create("c").expect("create");
+    container.start().expect("start");
+    assert_eq!(wait(container.as_ref()), exited(container.as_ref(), 0));
+    // Reaped: its pid is free; the exec must not join whatever takes it.
+    let request = exec_request(&bundle, "late", &["/exit_code.wasm", "1"], &[]);
+    match container.exec(&request) {
+        Err(TaskError::FailedPrecondition(message)) => {
+            assert!(message.contains("has exited"), "{message}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("exec into an exited container accepted"),
+    }
+    container.release().expect("release");
+}
