@@ -317,3 +317,67 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use containerd_shim::protos::protobuf::well_known_types::any::Any;
+
+    use super::*;
+
+    const PROCESS_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+
+    fn exec_with(terminal: bool, spec: Option<&str>) -> ExecProcessRequest {
+        ExecProcessRequest {
+            id: "c".into(),
+            exec_id: "probe".into(),
+            terminal,
+            stdout: "/fifo/probe-stdout".into(),
+            spec: spec
+                .map(|json| Any {
+                    type_url: PROCESS_TYPE.into(),
+                    value: json.as_bytes().to_vec(),
+                    ..Default::default()
+                })
+                .into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_exec_request_carries_the_process_containerd_sent() {
+        let json = r#"{"args":["/probe.wasm","ok"],"env":["A=1"],"cwd":"/data","user":{"uid":1000,"gid":1000}}"#;
+        let request = exec_request(exec_with(false, Some(json))).unwrap();
+        assert_eq!(
+            (request.container_id.as_str(), request.exec_id.as_str()),
+            ("c", "probe")
+        );
+        assert_eq!(request.stdout, "/fifo/probe-stdout");
+        assert_eq!(
+            request.process.args().as_deref(),
+            Some(&["/probe.wasm".to_owned(), "ok".to_owned()][..])
+        );
+        assert_eq!(request.process.user().uid(), 1000);
+    }
+
+    #[test]
+    fn an_exec_with_a_terminal_or_without_a_process_is_refused_by_name() {
+        for (request, says) in [
+            (
+                exec_with(true, Some(r#"{"args":["/probe.wasm"],"cwd":"/"}"#)),
+                "terminal (tty)",
+            ),
+            (exec_with(false, None), "without a process spec"),
+            (
+                exec_with(false, Some("{\"args\": 5}")),
+                "not an OCI runtime Process",
+            ),
+        ] {
+            match exec_request(request) {
+                Err(TaskError::InvalidArgument(message)) => {
+                    assert!(message.contains(says), "{message}")
+                }
+                other => panic!("{says}: {other:?}"),
+            }
+        }
+    }
+}

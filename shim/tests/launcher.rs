@@ -24,7 +24,7 @@ use wasmpod_shim::error::TaskError;
 use wasmpod_shim::process::dispatch::ShimLauncher;
 use wasmpod_shim::process::runner::parent::RunnerSettings;
 use wasmpod_shim::process::runner::protocol::{OOM_MARKER_FILE, RUNNER_PID_FILE};
-use wasmpod_shim::process::{ContainerProcess, CreateRequest, Launcher};
+use wasmpod_shim::process::{ContainerProcess, CreateRequest, EXEC_TARGETS, ExecRequest, Launcher};
 
 /// A bundle in a temporary directory: `config.json`, `rootfs/app.wasm`, stdout and stderr
 /// files.
@@ -290,4 +290,112 @@ fn a_bundle_without_a_valid_spec_fails_create_as_invalid_argument() {
     let err = bundle.create("bad-spec").err().expect("create must fail");
     assert!(matches!(err, TaskError::InvalidArgument(_)), "{err:?}");
     assert!(err.to_string().contains("invalid OCI spec"), "{err}");
+}
+
+/// What the task service's Exec would ask for: `args` with `env`, output to `<exec_id>.out`.
+fn exec_request(bundle: &Bundle, exec_id: &str, args: &[&str], env: &[&str]) -> ExecRequest {
+    let stdout = bundle.path().join(format!("{exec_id}.out"));
+    std::fs::write(&stdout, "").unwrap();
+    let process = serde_json::json!({
+        "args": args, "env": env, "cwd": "/", "user": {"uid": 0, "gid": 0}
+    });
+    ExecRequest {
+        container_id: "c".into(),
+        exec_id: exec_id.into(),
+        process: serde_json::from_value(process).unwrap(),
+        stdin: String::new(),
+        stdout: stdout.display().to_string(),
+        stderr: String::new(),
+    }
+}
+
+fn namespace_of(pid: u32, name: &str) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/ns/{name}")).expect("namespace link")
+}
+
+#[test]
+#[ignore = "needs root"]
+fn an_exec_runs_another_wasm_of_the_image_in_the_containers_namespaces() {
+    let bundle = Bundle::new(
+        p1::SLEEP,
+        &["30"],
+        r#"{"namespaces":[{"type":"pid"},{"type":"ipc"},{"type":"uts"},{"type":"mount"}]}"#,
+        "{}",
+    );
+    std::fs::write(bundle.path().join("rootfs/args_env.wasm"), p1::ARGS_ENV).unwrap();
+    std::fs::write(bundle.path().join("rootfs/exit_code.wasm"), p1::EXIT_CODE).unwrap();
+    let mut container = bundle.create("c").expect("create");
+    container.start().expect("start");
+
+    // Its own args, env and stdout; the container's namespaces.
+    let request = exec_request(&bundle, "env", &["/args_env.wasm", "x"], &["FROM_EXEC=1"]);
+    let mut exec = container.exec(&request).expect("exec");
+    for ns in ["pid", "ipc", "uts"] {
+        assert_eq!(
+            namespace_of(exec.pid(), ns),
+            namespace_of(container.pid(), ns),
+            "{ns} namespace of the exec"
+        );
+    }
+    assert_ne!(
+        namespace_of(exec.pid(), "mnt"),
+        namespace_of(container.pid(), "mnt"),
+        "an exec gets a private root of its own"
+    );
+    exec.start().expect("start exec");
+    let pid = Pid::from_raw(exec.pid() as i32);
+    assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 0));
+    let out = bundle.read("env.out");
+    assert!(out.contains("arg[0]=/args_env.wasm\narg[1]=x\n"), "{out}");
+    assert!(out.contains("env:FROM_EXEC=1"), "{out}");
+    assert!(
+        !out.contains("PATH="),
+        "the container's env leaked into the exec: {out}"
+    );
+
+    // Its own exit code, found through PATH as the entrypoint would be.
+    let request = exec_request(&bundle, "code", &["exit_code.wasm", "7"], &["PATH=/"]);
+    let mut exec = container.exec(&request).expect("exec");
+    exec.start().expect("start exec");
+    let pid = Pid::from_raw(exec.pid() as i32);
+    assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 7));
+    exec.release();
+
+    // Not a wasm program of the image: refused before any process.
+    for args in [&["sh", "-c", "true"][..], &["/missing.wasm"]] {
+        match container.exec(&exec_request(&bundle, "no", args, &[])) {
+            Err(TaskError::FailedPrecondition(message)) => {
+                assert!(message.contains(EXEC_TARGETS), "{message}")
+            }
+            Err(e) => panic!("{args:?}: {e}"),
+            Ok(_) => panic!("{args:?}: exec accepted"),
+        }
+    }
+    container.signal(libc::SIGKILL as u32).unwrap();
+    let pid = Pid::from_raw(container.pid() as i32);
+    assert_eq!(
+        waitpid(pid, None).unwrap(),
+        WaitStatus::Signaled(pid, nix::sys::signal::Signal::SIGKILL, false)
+    );
+    container.release().expect("release");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn an_exec_into_a_container_whose_process_has_exited_is_refused() {
+    let bundle = Bundle::simple(p1::HELLO, &[]);
+    std::fs::write(bundle.path().join("rootfs/exit_code.wasm"), p1::EXIT_CODE).unwrap();
+    let mut container = bundle.create("c").expect("create");
+    container.start().expect("start");
+    assert_eq!(wait(container.as_ref()), exited(container.as_ref(), 0));
+    // Reaped: its pid is free; the exec must not join whatever takes it.
+    let request = exec_request(&bundle, "late", &["/exit_code.wasm", "1"], &[]);
+    match container.exec(&request) {
+        Err(TaskError::FailedPrecondition(message)) => {
+            assert!(message.contains("has exited"), "{message}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("exec into an exited container accepted"),
+    }
+    container.release().expect("release");
 }

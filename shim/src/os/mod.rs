@@ -10,6 +10,7 @@ pub mod limits;
 pub mod memory;
 pub mod mountns;
 pub mod namespaces;
+pub mod pidfd;
 pub mod pidfile;
 pub mod proc_stats;
 pub mod rootfs;

@@ -25,6 +25,7 @@ use oci_spec::runtime::LinuxResources;
 
 use crate::error::{TaskError, TaskResult};
 use crate::os::cgroup::{Cgroup, CgroupUsage};
+use crate::os::pidfd::Pidfd;
 use crate::os::rootfs;
 
 /// What Create asks for.
@@ -112,11 +113,27 @@ pub struct ProcessCore {
     pub cgroup: Option<Cgroup>,
     /// The rootfs Create mounted, to unmount at release.
     pub rootfs: Option<PathBuf>,
+    /// The process itself, opened while it was an unreaped child: signals and exec's
+    /// namespace lookups cannot reach another process that took the pid over.
+    pub pidfd: Option<Pidfd>,
 }
 
 impl ProcessCore {
+    pub fn new(id: &str, pid: u32, cgroup: Option<Cgroup>, rootfs: Option<PathBuf>) -> Self {
+        let pidfd = Pidfd::open(pid)
+            .map_err(|e| warn!("container {id}: no pidfd for pid {pid}: {e}"))
+            .ok();
+        ProcessCore {
+            id: id.to_owned(),
+            pid,
+            cgroup,
+            rootfs,
+            pidfd,
+        }
+    }
+
     pub fn signal(&self, signal: u32) -> TaskResult<bool> {
-        crate::os::signals::send(self.pid, signal).map_err(|e| {
+        crate::os::signals::send_to(self.pidfd.as_ref(), self.pid, signal).map_err(|e| {
             TaskError::internal(
                 format!("container {}: signal {signal} to pid {}", self.id, self.pid),
                 e,

@@ -117,12 +117,7 @@ pub fn create(
         .and_then(|linux| linux.cgroups_path().as_ref())
         .and_then(|path| Cgroup::new(&path.display().to_string()).ok());
     Ok(Box::new(RuncProcess {
-        core: ProcessCore {
-            id: id.clone(),
-            pid,
-            cgroup,
-            rootfs,
-        },
+        core: ProcessCore::new(id, pid, cgroup, rootfs),
         bundle: request.bundle.clone(),
         log,
     }))
@@ -212,6 +207,7 @@ impl ContainerProcess for RuncProcess {
             files: self.bundle.join(format!("exec-{}", request.exec_id)),
             log: self.log.clone(),
             pid: 0,
+            pidfd: None,
         }))
     }
 }
@@ -220,6 +216,7 @@ impl ContainerProcess for RuncProcess {
 /// for execs); the process is re-parented to this shim, whose reaper sees its exit.
 struct RuncExec {
     request: ExecRequest,
+    pidfd: Option<crate::os::pidfd::Pidfd>,
     /// `<bundle>/exec-<exec id>`: `.json` (the process) and `.pid`.
     files: PathBuf,
     log: PathBuf,
@@ -286,6 +283,9 @@ impl ExecProcess for RuncExec {
                 pid_file.display()
             ))
         })?;
+        // Re-parented to this shim: if it is not reaped yet, the pidfd names it; if it was,
+        // its exit is already recorded and nothing signals it any more.
+        self.pidfd = crate::os::pidfd::Pidfd::open(self.pid).ok();
         Ok(self.pid)
     }
 
@@ -293,7 +293,7 @@ impl ExecProcess for RuncExec {
         if self.pid == 0 {
             return Ok(false);
         }
-        crate::os::signals::send(self.pid, signal).map_err(|e| {
+        crate::os::signals::send_to(self.pidfd.as_ref(), self.pid, signal).map_err(|e| {
             TaskError::internal(
                 format!(
                     "container {} exec {}: signal {signal} to pid {}",

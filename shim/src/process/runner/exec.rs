@@ -4,7 +4,9 @@
 //! re-executed as `__run`, with a request derived from the container's spec
 //! ([`exec_spec`]): the exec's `process` (args, env, cwd, user) in place of the container's,
 //! every namespace the container's process is in joined through its pid
-//! (`/proc/<pid>/ns/*`, so a namespace the container created is shared, not made again),
+//! (`/proc/<pid>/ns/*`, so a namespace the container created is shared, not made again;
+//! opened, then checked through the process's pidfd, so a pid that was freed and taken
+//! over meanwhile is never joined),
 //! its cgroup joined (not created: the limits an Update set stay), its mounts as
 //! preopens, its confinement (capabilities, seccomp, no_new_privs) applied again by the new
 //! runner. Only a `.wasm` file of the image can be exec'd: `sh` or any Linux program is
@@ -12,6 +14,7 @@
 //! what is possible.
 
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,6 +26,7 @@ use super::protocol::{Entrypoint, FailureKind, RunnerRequest, oom_marker_name};
 use super::spec::GuestSpec;
 use crate::error::{TaskError, TaskResult};
 use crate::os::drain::OutputDrain;
+use crate::os::pidfd::Pidfd;
 use crate::process::dispatch::resolve_entrypoint;
 use crate::process::{ContainerKind, EXEC_TARGETS, ExecProcess, ExecRequest, ProcessCore};
 
@@ -42,11 +46,12 @@ const SHARED_NAMESPACES: [(LinuxNamespaceType, &str); 4] = [
     (LinuxNamespaceType::Pid, "pid"),
 ];
 
-/// The spec of an exec process of the container whose process is `container_pid`.
+/// The spec of an exec process of the container: `namespace("net")` names the container
+/// process's network namespace, etc.
 pub fn exec_spec(
     container: &Spec,
     process: oci_spec::runtime::Process,
-    container_pid: u32,
+    namespace: impl Fn(&str) -> PathBuf,
 ) -> TaskResult<Spec> {
     let mut spec = container.clone();
     spec.set_process(Some(process));
@@ -60,7 +65,7 @@ pub fn exec_spec(
             joined.push(match shared {
                 Some((typ, name)) => LinuxNamespaceBuilder::default()
                     .typ(*typ)
-                    .path(PathBuf::from(format!("/proc/{container_pid}/ns/{name}")))
+                    .path(namespace(name))
                     .build()
                     .map_err(|e| TaskError::internal("exec namespaces", e))?,
                 None => ns,
@@ -69,6 +74,38 @@ pub fn exec_spec(
         linux.set_namespaces(Some(joined));
     }
     Ok(spec)
+}
+
+/// Opens the container process's namespaces, proving through its pidfd that the pid was
+/// still that process when they were opened (it may have exited, and its pid been taken).
+fn open_namespaces(
+    core: &ProcessCore,
+    request: &ExecRequest,
+) -> TaskResult<Vec<(&'static str, std::fs::File)>> {
+    let what = format!(
+        "container {} exec {}",
+        request.container_id, request.exec_id
+    );
+    let gone =
+        || TaskError::FailedPrecondition(format!("{what}: the container's process has exited"));
+    let pidfd = core.pidfd.as_ref().ok_or_else(|| {
+        TaskError::FailedPrecondition(format!(
+            "{what}: no handle on the container's process (pidfd) to join its namespaces"
+        ))
+    })?;
+    let mut opened = Vec::with_capacity(SHARED_NAMESPACES.len());
+    for (_, name) in SHARED_NAMESPACES {
+        let path = format!("/proc/{}/ns/{name}", core.pid);
+        match std::fs::File::open(&path) {
+            Ok(file) => opened.push((name, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(gone()),
+            Err(e) => return Err(TaskError::internal(format!("{what}: opening {path}"), e)),
+        }
+    }
+    if !pidfd.is_alive() {
+        return Err(gone());
+    }
+    Ok(opened)
 }
 
 /// Whether `path` starts like a WebAssembly binary (`\0asm`).
@@ -133,7 +170,15 @@ pub fn create(
         )));
     }
     let rootfs = container.bundle.join("rootfs");
-    let spec = exec_spec(container.spec, request.process.clone(), container.core.pid)?;
+    // Held until the runner is spawned: the spec names them as /proc/self/fd/N.
+    let namespaces = open_namespaces(container.core, request)?;
+    let spec = exec_spec(container.spec, request.process.clone(), |name| {
+        let (_, file) = namespaces
+            .iter()
+            .find(|(n, _)| *n == name)
+            .expect("every shared namespace is opened");
+        PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+    })?;
     let guest = GuestSpec::from_spec(&spec, &rootfs);
     let entrypoint = exec_target(request, &guest, &rootfs)?;
     let runner_request = RunnerRequest {
@@ -158,11 +203,13 @@ pub fn create(
         &container.settings.exe,
         None,
     )?;
+    drop(namespaces);
     debug!("container {container_id} exec {exec_id}: process {pid} ready ({timing})");
     Ok(Box::new(RunnerExec {
         container_id: container_id.clone(),
         exec_id: exec_id.clone(),
         pid,
+        pidfd: Pidfd::open(pid).ok(),
         start: Some(start),
         oom_marker: container
             .bundle
@@ -179,6 +226,8 @@ struct RunnerExec {
     container_id: String,
     exec_id: String,
     pid: u32,
+    /// Opened while the runner was an unreaped child: signals reach it or nobody.
+    pidfd: Option<Pidfd>,
     start: Option<std::fs::File>,
     oom_marker: PathBuf,
     output: Arc<OutputDrain>,
@@ -211,7 +260,7 @@ impl ExecProcess for RunnerExec {
     }
 
     fn signal(&self, signal: u32) -> TaskResult<bool> {
-        crate::os::signals::send(self.pid, signal).map_err(|e| {
+        crate::os::signals::send_to(self.pidfd.as_ref(), self.pid, signal).map_err(|e| {
             TaskError::internal(
                 format!(
                     "container {} exec {}: signal {signal} to pid {}",
@@ -272,7 +321,10 @@ mod tests {
             .args(vec!["/probe.wasm".into(), "ok".into()])
             .build()
             .unwrap();
-        let spec = exec_spec(&container, process, 4242).unwrap();
+        let spec = exec_spec(&container, process, |name| {
+            PathBuf::from(format!("/proc/4242/ns/{name}"))
+        })
+        .unwrap();
         assert_eq!(
             spec.process().as_ref().unwrap().args().as_ref().unwrap(),
             &["/probe.wasm", "ok"]

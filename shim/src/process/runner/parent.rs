@@ -114,12 +114,7 @@ pub fn create(
                 "container {id}: {kind:?} process {pid} ready in {total:?} (spawn {spawn_ms:.2}ms, {timing})"
             );
             Ok(Box::new(RunnerProcess {
-                core: ProcessCore {
-                    id: id.clone(),
-                    pid,
-                    cgroup,
-                    rootfs: mounted_rootfs,
-                },
+                core: ProcessCore::new(id, pid, cgroup, mounted_rootfs),
                 kind,
                 bundle: request.bundle.clone(),
                 spec: container_spec,
