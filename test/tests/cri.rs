@@ -35,7 +35,7 @@ use wasmpod_fixtures::{p1, p2};
 use wasmpod_test::containerd::{ContainerdVersion, PAUSE_IMAGE};
 use wasmpod_test::cri::{ContainerConfig, api, read_log};
 
-use exec::{exec_sync_runs_wasm_programs, exec_sync_timeout};
+use exec::{exec_sync_runs_wasm_programs, exec_sync_timeout_and_container_stop};
 use node::Node;
 
 // --- the cases: each gets a fresh node of one containerd version ----------------------
@@ -577,6 +577,6 @@ cri_suite! {
         stats_of_busy_guest,
         remove_running_pod_leaves_nothing,
         exec_sync_runs_wasm_programs,
-        exec_sync_timeout,
+        exec_sync_timeout_and_container_stop,
     ]
 }

@@ -217,8 +217,9 @@ pub fn exec_sync_runs_wasm_programs(n: &Node, version: ContainerdVersion) {
 
 /// ExecSync of a program that outlives its timeout returns about when the timeout passes,
 /// with the error CRI gives (DeadlineExceeded, "timeout ... exceeded"), and the exec's
-/// process is gone; the container runs on.
-pub fn exec_sync_timeout(n: &Node, version: ContainerdVersion) {
+/// process is gone; the container runs on. An ExecSync still running when the container is
+/// stopped (a probe in flight) ends with it: exit 137, long before its timeout.
+pub fn exec_sync_timeout_and_container_stop(n: &Node, version: ContainerdVersion) {
     let pod = n.start_pod("exec-timeout");
     let id = start_main(n, &pod);
     let before = shim_pids(n);
@@ -258,6 +259,34 @@ pub fn exec_sync_timeout(n: &Node, version: ContainerdVersion) {
         n.cri.container_status(&id).expect("status").state,
         api::ContainerState::ContainerRunning as i32,
         "{version}: the main container after the timed-out exec"
+    );
+
+    // A probe in flight while kubelet stops the container: a second connection, as
+    // kubelet's prober and its container stop run apart.
+    let socket = n.c.cri_socket();
+    let main = id.clone();
+    let probe = std::thread::spawn(move || {
+        let cri = wasmpod_test::cri::CriClient::connect(socket).expect("second CRI connection");
+        let began = Instant::now();
+        let answer = cri.exec_sync(&main, &["/sleep.wasm", "60"], Duration::from_secs(30));
+        (answer, began.elapsed())
+    });
+    wasmpod_test::poll::wait_until(Duration::from_secs(30), "the exec running", || {
+        (shim_pids(n).difference(&before).count() > 0).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{version}: {e}"));
+    let (status, _) = n.stop_container(&id);
+    assert_eq!(status.exit_code, 143, "{version}: {status:?}");
+    let (answer, took) = probe.join().expect("probe thread");
+    eprintln!("{version}: ExecSync in flight at StopContainer answered after {took:?}");
+    let answer = answer.unwrap_or_else(|e| panic!("{version}: ExecSync in flight at stop: {e}"));
+    assert_eq!(
+        answer.exit_code, 137,
+        "{version}: the exec of a stopped container"
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "{version}: ExecSync in flight at stop answered after {took:?} (its timeout: 30 s)"
     );
     n.teardown(&pod);
 }
