@@ -18,7 +18,7 @@ use crate::os::pidfile::{KillOutcome, RecordedProcess};
 use crate::os::rootfs;
 use crate::process::dispatch::ShimLauncher;
 use crate::process::runner::parent::RunnerSettings;
-use crate::process::runner::protocol::RUNNER_PID_FILE;
+use crate::process::runner::protocol::{RUNNER_PID_FILE, is_exec_pid_file};
 use crate::service::TaskService;
 
 /// The spec annotation CRI sets on every container of a pod.
@@ -74,8 +74,18 @@ impl WasmpodShim {
     /// ([`RecordedProcess::kill`]); a pid file that is malformed, names pid 0/1 or a process
     /// started at another time is refused and nothing is signalled. Returns the pid.
     fn kill_leftover_runner(&self, bundle: &Path) -> Option<u32> {
-        let path = bundle.join(RUNNER_PID_FILE);
-        let recorded = match RecordedProcess::read(&path) {
+        // Exec runners first (recorded as `runner-exec-<id>.pid`): after a shim crash they
+        // would otherwise keep the pod's network, ports and cgroup.
+        let execs = std::fs::read_dir(bundle).into_iter().flatten().flatten();
+        for entry in execs.filter(|e| is_exec_pid_file(&e.file_name().to_string_lossy())) {
+            self.kill_recorded(&entry.path());
+        }
+        self.kill_recorded(&bundle.join(RUNNER_PID_FILE))
+    }
+
+    /// SIGKILL to the process a pid file records, if it is still that process.
+    fn kill_recorded(&self, path: &Path) -> Option<u32> {
+        let recorded = match RecordedProcess::read(path) {
             Ok(recorded) => recorded?,
             Err(e) => {
                 warn!("cleaning up {}: not signalling anything: {e}", self.id);

@@ -130,6 +130,33 @@ pub fn pin(path: &Path, last: Last) -> std::io::Result<Pinned> {
     Ok(Pinned { fd, kind })
 }
 
+/// Opens `path` for reading as if `root` were `/`: every component, `..` and symlink is
+/// resolved inside `root` by the kernel (`RESOLVE_IN_ROOT`, no magic links), so a tree that
+/// changes meanwhile (a running guest swapping in a symlink) cannot lead outside it.
+/// Non-blocking, so a FIFO there does not hang the caller.
+pub fn open_in_root(root: &Path, path: &str) -> std::io::Result<std::fs::File> {
+    let root = std::fs::File::open(root)?;
+    let c = CString::new(path.trim_start_matches('/'))
+        .map_err(|_| std::io::Error::other(format!("{path} holds a NUL byte")))?;
+    let how = OpenHow {
+        flags: (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: a directory descriptor, a NUL-terminated path and a `struct open_how` of the
+    // size passed.
+    let fd = owned(unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    })?;
+    Ok(std::fs::File::from(fd))
+}
+
 /// A new, detached tmpfs mount (`mode=0755`, at most `size` bytes, `nosuid,nodev,noexec`);
 /// the descriptor is its root directory.
 pub fn new_tmpfs(size: &str) -> std::io::Result<OwnedFd> {
@@ -284,4 +311,48 @@ pub fn write_file(dir: BorrowedFd, name: &CStr, contents: &[u8]) -> std::io::Res
     file.write_all(contents)?;
     // SAFETY: a descriptor we own.
     check(unsafe { libc::fchmod(file.as_raw_fd(), 0o644) }.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_in_root_keeps_every_symlink_and_dotdot_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        std::fs::create_dir_all(root.join("app")).unwrap();
+        std::fs::write(dir.path().join("secret.wasm"), b"\0asmSECRET").unwrap();
+        std::fs::write(root.join("app/probe.wasm"), b"\0asmPROBE").unwrap();
+        // What a guest could swap in: relative and absolute links out of its rootfs.
+        std::os::unix::fs::symlink("../../secret.wasm", root.join("app/rel.wasm")).unwrap();
+        let outside = dir.path().join("secret.wasm");
+        std::os::unix::fs::symlink(&outside, root.join("app/abs.wasm")).unwrap();
+        let read = |path: &str| open_in_root(&root, path).map(std::io::read_to_string);
+        assert_eq!(read("/app/probe.wasm").unwrap().unwrap(), "\0asmPROBE");
+        for path in [
+            "/app/rel.wasm",
+            "/app/abs.wasm",
+            "/../secret.wasm",
+            "app/../../secret.wasm",
+        ] {
+            let opened = read(path);
+            assert!(
+                matches!(&opened, Err(e) if e.kind() == std::io::ErrorKind::NotFound),
+                "{path}: {opened:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn open_in_root_does_not_block_on_a_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(
+            &dir.path().join("probe.wasm"),
+            nix::sys::stat::Mode::S_IRWXU,
+        )
+        .unwrap();
+        let file = open_in_root(dir.path(), "/probe.wasm").expect("opened at once");
+        assert!(!file.metadata().unwrap().file_type().is_file());
+    }
 }

@@ -13,8 +13,9 @@
 //! refused with [`EXEC_TARGETS`], so `kubectl exec`, exec probes and `ctr task exec` say
 //! what is possible.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,10 +23,13 @@ use log::debug;
 use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType, Spec};
 
 use super::parent::{RunnerSettings, spawn};
-use super::protocol::{Entrypoint, FailureKind, RunnerRequest, oom_marker_name};
+use super::protocol::{
+    Entrypoint, FailureKind, PAYLOAD_FD_PATH, RunnerRequest, exec_pid_file_name, oom_marker_name,
+};
 use super::spec::GuestSpec;
 use crate::error::{TaskError, TaskResult};
 use crate::os::drain::OutputDrain;
+use crate::os::mountns::open_in_root;
 use crate::os::pidfd::Pidfd;
 use crate::process::dispatch::resolve_entrypoint;
 use crate::process::{ContainerKind, EXEC_TARGETS, ExecProcess, ExecRequest, ProcessCore};
@@ -108,16 +112,15 @@ fn open_namespaces(
     Ok(opened)
 }
 
-/// Whether `path` starts like a WebAssembly binary (`\0asm`).
-fn is_wasm_file(path: &Path) -> bool {
-    let mut head = [0u8; 4];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .is_ok_and(|()| head == *b"\0asm")
-}
-
-/// The program an exec names, when it is a `.wasm` of the image.
-fn exec_target(request: &ExecRequest, guest: &GuestSpec, rootfs: &Path) -> TaskResult<Entrypoint> {
+/// The program an exec names, when it is a `.wasm` of the image: found as the entrypoint
+/// would be, then opened inside the rootfs by the kernel ([`open_in_root`]: the guest may
+/// be swapping symlinks in its rootfs right now), checked to be a regular file starting
+/// with `\0asm` through that descriptor, which the runner then reads.
+fn exec_target(
+    request: &ExecRequest,
+    guest: &GuestSpec,
+    rootfs: &Path,
+) -> TaskResult<(Entrypoint, std::fs::File)> {
     let ExecRequest {
         container_id,
         exec_id,
@@ -138,20 +141,96 @@ fn exec_target(request: &ExecRequest, guest: &GuestSpec, rootfs: &Path) -> TaskR
             format!("container {container_id} exec {exec_id}: {e}"),
         )
     })?;
-    match &entrypoint {
-        Entrypoint::Rootfs { host_path, .. }
-            if crate::process::dispatch::classify(&entrypoint) == ContainerKind::Wasm
-                && is_wasm_file(host_path) =>
-        {
-            Ok(entrypoint)
-        }
-        Entrypoint::Rootfs { guest_path, .. } => Err(refuse(format!(
+    let Entrypoint::Rootfs { guest_path, .. } = entrypoint else {
+        return Err(refuse(format!("{args0:?} is not in the image")));
+    };
+    let not_wasm = || {
+        refuse(format!(
             "{args0:?} ({guest_path}) is not a WebAssembly program"
-        ))),
-        Entrypoint::NotInRootfs { .. } | Entrypoint::None => {
-            Err(refuse(format!("{args0:?} is not in the image")))
+        ))
+    };
+    let file = match open_in_root(rootfs, &guest_path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(refuse(format!("{args0:?} is not in the image")));
         }
+        Err(e) => {
+            return Err(refuse(format!(
+                "{args0:?} ({guest_path}) cannot be opened: {e}"
+            )));
+        }
+    };
+    let regular = file.metadata().is_ok_and(|m| m.file_type().is_file());
+    let mut head = [0u8; 4];
+    if !regular || file.read_exact_at(&mut head, 0).is_err() || head != *b"\0asm" {
+        return Err(not_wasm());
     }
+    Ok((
+        Entrypoint::Rootfs {
+            guest_path,
+            host_path: PathBuf::from(PAYLOAD_FD_PATH),
+        },
+        file,
+    ))
+}
+
+/// The exec's process, never allowed more than the container's: capabilities within the
+/// container's sets, its `oomScoreAdj` at least the container's, hard rlimits at most the
+/// container's. (runc takes an exec's process as given; CRI sends the container's own with
+/// other args, which this leaves as it is.)
+fn clamp_to_container(
+    mut process: oci_spec::runtime::Process,
+    container: Option<&oci_spec::runtime::Process>,
+) -> oci_spec::runtime::Process {
+    let Some(container) = container else {
+        return process;
+    };
+    let allowed = container.capabilities().clone().unwrap_or_default();
+    let within = |asked: Option<oci_spec::runtime::Capabilities>,
+                  allowed: Option<&oci_spec::runtime::Capabilities>| {
+        let allowed = allowed.cloned().unwrap_or_default();
+        asked.map(|asked| asked.intersection(&allowed).copied().collect())
+    };
+    let mut caps = process.capabilities().clone().unwrap_or_default();
+    caps.set_bounding(within(caps.bounding().clone(), allowed.bounding().as_ref()));
+    caps.set_effective(within(
+        caps.effective().clone(),
+        allowed.effective().as_ref(),
+    ));
+    caps.set_inheritable(within(
+        caps.inheritable().clone(),
+        allowed.inheritable().as_ref(),
+    ));
+    caps.set_permitted(within(
+        caps.permitted().clone(),
+        allowed.permitted().as_ref(),
+    ));
+    caps.set_ambient(within(caps.ambient().clone(), allowed.ambient().as_ref()));
+    process.set_capabilities(Some(caps));
+    let oom = match (process.oom_score_adj(), container.oom_score_adj()) {
+        (Some(asked), Some(theirs)) => Some(asked.max(theirs)),
+        (_, theirs) => theirs,
+    };
+    process.set_oom_score_adj(oom);
+    if let Some(theirs) = container.rlimits() {
+        let mut limits = process.rlimits().clone().unwrap_or_default();
+        for limit in theirs {
+            match limits.iter_mut().find(|l| l.typ() == limit.typ()) {
+                Some(asked) => {
+                    let hard = asked.hard().min(limit.hard());
+                    *asked = oci_spec::runtime::PosixRlimitBuilder::default()
+                        .typ(asked.typ())
+                        .hard(hard)
+                        .soft(asked.soft().min(hard))
+                        .build()
+                        .expect("every field is set");
+                }
+                None => limits.push(*limit),
+            }
+        }
+        process.set_rlimits(Some(limits));
+    }
+    process
 }
 
 /// Prepares the exec process: a runner waiting for Start.
@@ -170,9 +249,10 @@ pub fn create(
         )));
     }
     let rootfs = container.bundle.join("rootfs");
+    let process = clamp_to_container(request.process.clone(), container.spec.process().as_ref());
     // Held until the runner is spawned: the spec names them as /proc/self/fd/N.
     let namespaces = open_namespaces(container.core, request)?;
-    let spec = exec_spec(container.spec, request.process.clone(), |name| {
+    let spec = exec_spec(container.spec, process, |name| {
         let (_, file) = namespaces
             .iter()
             .find(|(n, _)| *n == name)
@@ -180,7 +260,7 @@ pub fn create(
         PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
     })?;
     let guest = GuestSpec::from_spec(&spec, &rootfs);
-    let entrypoint = exec_target(request, &guest, &rootfs)?;
+    let (entrypoint, program) = exec_target(request, &guest, &rootfs)?;
     let runner_request = RunnerRequest {
         build: super::protocol::this_build(),
         id: container_id.clone(),
@@ -196,14 +276,23 @@ pub fn create(
         guest,
         entrypoint,
     };
-    let (pid, start, timing) = spawn(
+    let pid_file = container.bundle.join(exec_pid_file_name(exec_id));
+    let oom_marker = container
+        .bundle
+        .join(oom_marker_name(Some(exec_id.as_str())));
+    let spawned = spawn(
         &runner_request,
         ContainerKind::Wasm,
         container.core.cgroup.as_ref(),
         &container.settings.exe,
-        None,
-    )?;
+        Some(&pid_file),
+        Some(&program),
+    );
     drop(namespaces);
+    let (pid, start, timing) = spawned.inspect_err(|_| {
+        let _ = std::fs::remove_file(&pid_file);
+        let _ = std::fs::remove_file(&oom_marker);
+    })?;
     debug!("container {container_id} exec {exec_id}: process {pid} ready ({timing})");
     Ok(Box::new(RunnerExec {
         container_id: container_id.clone(),
@@ -211,9 +300,8 @@ pub fn create(
         pid,
         pidfd: Pidfd::open(pid).ok(),
         start: Some(start),
-        oom_marker: container
-            .bundle
-            .join(oom_marker_name(Some(exec_id.as_str()))),
+        oom_marker,
+        pid_file,
         output: Arc::new(OutputDrain::open([
             request.stdout.as_str(),
             request.stderr.as_str(),
@@ -230,6 +318,8 @@ struct RunnerExec {
     pidfd: Option<Pidfd>,
     start: Option<std::fs::File>,
     oom_marker: PathBuf,
+    /// Its record for the `delete` subcommand (a shim that died leaves no exec running).
+    pid_file: PathBuf,
     output: Arc<OutputDrain>,
 }
 
@@ -278,6 +368,7 @@ impl ExecProcess for RunnerExec {
     fn release(&mut self) {
         self.start = None;
         let _ = std::fs::remove_file(&self.oom_marker);
+        let _ = std::fs::remove_file(&self.pid_file);
     }
 }
 
@@ -388,7 +479,7 @@ mod tests {
         };
         assert!(matches!(
             target(&["/probe.wasm"]),
-            Ok(Entrypoint::Rootfs { .. })
+            Ok((Entrypoint::Rootfs { .. }, _))
         ));
         for args in [&["sh", "-c", "true"][..], &["/tool"], &["/notes.wasm"], &[]] {
             match target(args) {
@@ -398,5 +489,38 @@ mod tests {
                 other => panic!("{args:?}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn an_exec_gets_no_capability_oom_score_or_rlimit_beyond_the_containers() {
+        let container: oci_spec::runtime::Process = serde_json::from_value(serde_json::json!({
+            "cwd": "/", "user": {"uid": 0, "gid": 0}, "oomScoreAdj": 500,
+            "capabilities": {"bounding": ["CAP_CHOWN", "CAP_NET_BIND_SERVICE"],
+                             "effective": ["CAP_CHOWN"], "permitted": ["CAP_CHOWN"]},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}]
+        }))
+        .unwrap();
+        let asked: oci_spec::runtime::Process = serde_json::from_value(serde_json::json!({
+            "cwd": "/", "user": {"uid": 0, "gid": 0}, "oomScoreAdj": -1000,
+            "capabilities": {"bounding": ["CAP_SYS_ADMIN", "CAP_CHOWN"],
+                             "effective": ["CAP_SYS_ADMIN", "CAP_CHOWN"],
+                             "ambient": ["CAP_SYS_ADMIN"]},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}]
+        }))
+        .unwrap();
+        let process = clamp_to_container(asked, Some(&container));
+        let json = serde_json::to_value(&process).unwrap();
+        assert_eq!(
+            json["capabilities"]["bounding"],
+            serde_json::json!(["CAP_CHOWN"])
+        );
+        assert_eq!(
+            json["capabilities"]["effective"],
+            serde_json::json!(["CAP_CHOWN"])
+        );
+        assert_eq!(json["capabilities"]["ambient"], serde_json::json!([]));
+        assert_eq!(json["oomScoreAdj"], 500);
+        assert_eq!(json["rlimits"][0]["hard"], 1024);
+        assert_eq!(json["rlimits"][0]["soft"], 1024);
     }
 }

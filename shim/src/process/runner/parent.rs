@@ -17,8 +17,9 @@ use log::{debug, warn};
 use oci_spec::runtime::Spec;
 
 use super::protocol::{
-    ContainerdApi, Entrypoint, OOM_MARKER_FILE, PAUSE_SUBCOMMAND, PrepareTiming, REQUEST_FD,
-    RUNNER_PID_FILE, RUNNER_SUBCOMMAND, RunnerRequest, RunnerStatus, START_FD, STATUS_FD,
+    ContainerdApi, Entrypoint, OOM_MARKER_FILE, PAUSE_SUBCOMMAND, PAYLOAD_FD, PrepareTiming,
+    REQUEST_FD, RUNNER_PID_FILE, RUNNER_SUBCOMMAND, RunnerRequest, RunnerStatus, START_FD,
+    STATUS_FD,
 };
 use super::spec::GuestSpec;
 use crate::error::{TaskError, TaskResult};
@@ -104,6 +105,7 @@ pub fn create(
         cgroup.as_ref(),
         &settings.exe,
         Some(&pid_file),
+        None,
     ) {
         Ok((pid, start, timing)) => {
             let total = began.elapsed();
@@ -155,13 +157,15 @@ pub fn create_cgroup(id: &str, spec: &Spec) -> TaskResult<Option<Cgroup>> {
 
 /// Spawns `exe` as the runner (or pause process) of `request` in `cgroup` (joined, not
 /// created) and the spec's namespaces, and waits for its verdict. `pid_file`: where to
-/// record the process for the `delete` subcommand (the container's main process only).
+/// record the process for the `delete` subcommand; `payload`: an exec's program, passed as
+/// [`PAYLOAD_FD`].
 pub(super) fn spawn(
     request: &RunnerRequest,
     kind: ContainerKind,
     cgroup: Option<&Cgroup>,
     exe: &Path,
     pid_file: Option<&Path>,
+    payload: Option<&std::fs::File>,
 ) -> TaskResult<(u32, std::fs::File, PrepareTiming)> {
     let id = match &request.exec_id {
         Some(exec_id) => format!("{} exec {exec_id}", request.id),
@@ -189,6 +193,14 @@ pub(super) fn spawn(
         OsStr::new("containerd-shim-wasmpod-v1"),
         OsStr::new(subcommand),
     ];
+    let mut fds = vec![
+        (status_w.as_raw_fd(), STATUS_FD),
+        (start_r.as_raw_fd(), START_FD),
+        (request_r.as_raw_fd(), REQUEST_FD),
+    ];
+    if let Some(payload) = payload {
+        fds.push((payload.as_raw_fd(), PAYLOAD_FD));
+    }
     let pid = spawn::spawn(&SpawnRequest {
         exe,
         args: &args,
@@ -197,11 +209,7 @@ pub(super) fn spawn(
             .as_ref()
             .map_or(CgroupJoin::None, SpawnEntry::join),
         namespaces: &namespaces,
-        fds: &[
-            (status_w.as_raw_fd(), STATUS_FD),
-            (start_r.as_raw_fd(), START_FD),
-            (request_r.as_raw_fd(), REQUEST_FD),
-        ],
+        fds: &fds,
     })
     .map_err(|e| io_err("starting the container process", e))?;
     drop(cgroup_entry);
@@ -221,7 +229,7 @@ pub(super) fn spawn(
     let sent = request_w.write_all(&request_json);
     drop(request_w);
     let mut status = String::new();
-    let verdict = match status_r.read_to_string(&mut status) {
+    let verdict = match read_until_eof(&mut status_r, &mut status, status_deadline()) {
         Ok(_) if status.trim().is_empty() => Err(TaskError::Internal(match sent {
             Ok(()) => format!("container {id}: process {pid} exited before reporting"),
             Err(e) => format!(
@@ -231,6 +239,10 @@ pub(super) fn spawn(
         Ok(_) => serde_json::from_str::<RunnerStatus>(status.trim()).map_err(|e| {
             TaskError::internal(format!("container {id}: runner answered {status:?}"), e)
         }),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(TaskError::Internal(format!(
+            "container {id}: process {pid} did not report within {:?} (the compile deadline and a minute); killed",
+            status_deadline()
+        ))),
         Err(e) => Err(io_err("reading the runner's status", e)),
     };
     match verdict {
@@ -244,6 +256,55 @@ pub(super) fn spawn(
             Err(e)
         }
     }
+}
+
+/// How long a runner may take to report: the node's compile deadline (the longest step),
+/// plus a minute for the rest (payload from containerd, stdio, confinement).
+fn status_deadline() -> std::time::Duration {
+    let compile = wasmpod_runtime_core::bounds::PrepareBounds::from_settings(
+        |key| std::env::var(key).ok(),
+        |_| None,
+    )
+    .map(|b| b.compile_timeout)
+    .unwrap_or(wasmpod_runtime_core::bounds::DEFAULT_COMPILE_TIMEOUT);
+    compile + std::time::Duration::from_secs(60)
+}
+
+/// Reads `pipe` to EOF, or fails with `TimedOut` once `within` has passed: a runner that
+/// hangs before reporting cannot hold Create (or Exec) for ever.
+fn read_until_eof(
+    pipe: &mut std::fs::File,
+    out: &mut String,
+    within: std::time::Duration,
+) -> std::io::Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let deadline = Instant::now() + within;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        let ms =
+            PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, ms) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        match pipe.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    out.push_str(&String::from_utf8_lossy(&bytes));
+    Ok(())
 }
 
 impl ContainerProcess for RunnerProcess {

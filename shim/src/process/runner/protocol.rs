@@ -29,9 +29,18 @@ pub const RUNNER_SUBCOMMAND: &str = "__run";
 pub const PAUSE_SUBCOMMAND: &str = "__pause";
 /// File in the bundle holding the child's pid and start time ([`crate::os::pidfile`]).
 pub const RUNNER_PID_FILE: &str = "runner.pid";
+/// File in the bundle recording an exec runner, as [`RUNNER_PID_FILE`] does the container's.
+pub fn exec_pid_file_name(exec_id: &str) -> String {
+    format!("runner-exec-{exec_id}.pid")
+}
+
+/// Whether a bundle file name is an exec runner's [`exec_pid_file_name`].
+pub fn is_exec_pid_file(name: &str) -> bool {
+    name.starts_with("runner-exec-") && name.ends_with(".pid")
+}
+
 /// File a runner writes into its bundle when its guest ran out of memory.
 pub const OOM_MARKER_FILE: &str = "oom";
-/// Runner → shim: one JSON [`RunnerStatus`] line, then EOF.
 /// The OOM marker's file name in the bundle ([`RunnerRequest::oom_marker`]).
 pub fn oom_marker_name(exec_id: Option<&str>) -> String {
     match exec_id {
@@ -40,9 +49,15 @@ pub fn oom_marker_name(exec_id: Option<&str>) -> String {
     }
 }
 
+/// Runner → shim: one JSON [`RunnerStatus`] line, then EOF.
 pub const STATUS_FD: i32 = 3;
 /// Shim → runner: one byte means start; EOF means never start.
 pub const START_FD: i32 = 4;
+/// Shim → exec runner: the exec's program, opened by the shim inside the rootfs (its
+/// entrypoint's `host_path` is [`PAYLOAD_FD_PATH`]), so nothing re-resolves its path.
+pub const PAYLOAD_FD: i32 = 6;
+/// The path an exec runner reads its program from.
+pub const PAYLOAD_FD_PATH: &str = "/proc/self/fd/6";
 /// Shim → runner: one JSON [`RunnerRequest`], then EOF.
 pub const REQUEST_FD: i32 = 5;
 

@@ -27,8 +27,8 @@ use wasmpod_runtime_core::{
 
 // `super::spec` for the modules below (rootview names `super::spec::BindMount`).
 use super::protocol::{
-    Failure, FailureKind, PrepareTiming, REQUEST_FD, RunnerRequest, RunnerStatus, START_FD,
-    STATUS_FD,
+    Failure, FailureKind, PAYLOAD_FD, PrepareTiming, REQUEST_FD, RunnerRequest, RunnerStatus,
+    START_FD, STATUS_FD,
 };
 use super::spec;
 use crate::os::fd;
@@ -149,6 +149,12 @@ fn prepare(request: RunnerRequest, laps: &mut Laps) -> Result<PreparedContainer,
     .map_err(failure::core)?;
     // From the rootfs, else from the image's wasm layer (fetched now, before confinement).
     let (source, guest) = payload::source(&request, guest.clone(), bounds.max_payload_bytes)?;
+    if request.exec_id.is_some() {
+        // The exec's program, read: the descriptor the shim passed has no other use.
+        // SAFETY: PAYLOAD_FD is the descriptor the shim placed there for an exec runner
+        // and nothing in this process owns it.
+        unsafe { libc::close(PAYLOAD_FD) };
+    }
     laps.timing.locate_us = laps.lap();
     let http =
         HttpConfig::from_settings(|key| annotations.get(key).map(String::as_str), &guest.env)
