@@ -35,6 +35,9 @@ const OUTPUT_DRAIN_BOUND: Duration = Duration::from_secs(2);
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// Unclaimed exits older than this belong to processes that never became tasks.
 const UNCLAIMED_EXIT_TTL: Duration = Duration::from_secs(60);
+/// Exec processes one container may have at once (each is a runner: memory, a pidfd,
+/// FIFOs); more are refused until some are deleted.
+pub const MAX_EXECS: usize = 128;
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +91,15 @@ struct ContainerState {
     /// When Start let the process run (for the run time logged at exit).
     started: Option<Instant>,
     execs: HashMap<String, Exec>,
+    /// Exec ids reserved while their process is being prepared (without the lock).
+    pending_execs: HashSet<String>,
+    /// Exits of the execs a Delete of the container collected, for their late waiters.
+    finished_execs: HashMap<String, Exit>,
+    /// The container's process exited; its execs are being killed before the exit is
+    /// published. No new exec.
+    exiting: bool,
+    /// Delete has begun: only waits and exits go on.
+    deleting: bool,
     /// Set by Delete once everything is released; the registry forgets the container next.
     deleted: bool,
 }
@@ -105,6 +117,25 @@ impl ContainerState {
         match exec_id {
             None => Ok(&mut self.info),
             Some(exec_id) => Ok(&mut self.exec(exec_id)?.info),
+        }
+    }
+
+    /// Whether an exec process that was made (a runc exec has none before Start) is alive.
+    fn execs_alive(&self) -> bool {
+        self.execs
+            .values()
+            .any(|e| e.info.pid != 0 && e.info.is_alive())
+    }
+
+    /// The exit of the container's process or of an exec (also one a Delete collected).
+    fn exit_of(&self, exec_id: Option<&str>) -> Option<Exit> {
+        match exec_id {
+            None => self.info.exit,
+            Some(exec_id) => self
+                .execs
+                .get(exec_id)
+                .and_then(|e| e.info.exit)
+                .or_else(|| self.finished_execs.get(exec_id).copied()),
         }
     }
 
@@ -126,6 +157,14 @@ struct Container {
     state: Mutex<ContainerState>,
     /// Notified on every exit of one of the container's processes, and at delete.
     exited: Condvar,
+}
+
+/// An exit whose process is known, to be recorded by [`Containers::finish_exit`].
+pub struct PendingExit {
+    pid: u32,
+    exit: Exit,
+    exec_id: Option<String>,
+    container: Arc<Container>,
 }
 
 /// Which process a pid is.
@@ -218,7 +257,7 @@ impl Containers {
             .ok_or_else(|| TaskError::not_found(id))
     }
 
-    /// Runs `f` on container `id` under its own lock (and no other).
+    /// Runs `f` on container `id` under its own lock (and no other), to read it.
     fn with<T>(
         &self,
         id: &str,
@@ -230,6 +269,22 @@ impl Containers {
             return Err(TaskError::not_found(id));
         }
         f(&mut state)
+    }
+
+    /// As [`Containers::with`], to change it: refused once its Delete has begun.
+    fn with_live<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut ContainerState) -> TaskResult<T>,
+    ) -> TaskResult<T> {
+        self.with(id, |c| {
+            if c.deleting {
+                return Err(TaskError::NotFound(format!(
+                    "container {id}: being deleted"
+                )));
+            }
+            f(c)
+        })
     }
 
     pub fn create(&self, request: CreateRequest) -> TaskResult<u32> {
@@ -286,6 +341,10 @@ impl Containers {
                 process,
                 started: None,
                 execs: HashMap::new(),
+                pending_execs: HashSet::new(),
+                finished_execs: HashMap::new(),
+                exiting: false,
+                deleting: false,
                 deleted: false,
             }),
             exited: Condvar::new(),
@@ -295,7 +354,7 @@ impl Containers {
     }
 
     pub fn start(&self, id: &str) -> TaskResult<u32> {
-        self.with(id, |c| {
+        self.with_live(id, |c| {
             let next = c.info.state.start(id)?;
             c.process.start()?;
             c.info.state = next;
@@ -316,42 +375,68 @@ impl Containers {
             ..
         } = &request;
         check_exec_id(id, exec_id)?;
-        self.with(id, |c| {
-            if c.execs.contains_key(exec_id) {
+        let container = self.container(id)?;
+        let launcher = {
+            let mut c = lock(&container.state);
+            if c.deleted || c.deleting {
+                return Err(TaskError::not_found(id));
+            }
+            if c.execs.contains_key(exec_id) || c.pending_execs.contains(exec_id) {
                 return Err(TaskError::AlreadyExists(format!(
                     "container {id}: exec {exec_id} already exists"
                 )));
             }
-            if c.info.state != TaskState::Running {
+            if c.info.state != TaskState::Running || c.exiting {
                 return Err(TaskError::FailedPrecondition(format!(
                     "container {id}: cannot exec in a task in state {:?}",
                     c.info.state
                 )));
             }
-            let process = c.process.exec(&request)?;
-            let pid = process.pid();
-            let mut info = TaskInfo {
-                id: id.clone(),
-                exec_id: Some(exec_id.clone()),
-                bundle: c.info.bundle.clone(),
-                pid,
-                state: TaskState::Created,
-                exit: None,
-                stdin: request.stdin.clone(),
-                stdout: request.stdout.clone(),
-                stderr: request.stderr.clone(),
-            };
-            self.events.publish(TaskEvent::ExecAdded {
-                id: id.clone(),
-                exec_id: exec_id.clone(),
-            });
-            if pid != 0 {
-                self.register_exec_pid(&mut info);
+            if c.execs.len() + c.pending_execs.len() >= MAX_EXECS {
+                return Err(TaskError::FailedPrecondition(format!(
+                    "container {id}: {MAX_EXECS} exec processes already; delete some first"
+                )));
             }
-            info!("container {id}: exec {exec_id} added (pid {pid})");
-            c.execs.insert(exec_id.clone(), Exec { info, process });
-            Ok(())
-        })
+            let launcher = c.process.exec_launcher()?;
+            c.pending_execs.insert(exec_id.clone());
+            launcher
+        };
+        // Without the lock: the exec's preparation may compile its program.
+        let made = launcher.exec(&request);
+        let mut c = lock(&container.state);
+        c.pending_execs.remove(exec_id);
+        let mut process = made?;
+        if c.deleted || c.deleting || c.exiting || c.info.state != TaskState::Running {
+            if let Err(e) = process.signal(libc::SIGKILL as u32) {
+                warn!("{e}");
+            }
+            process.release();
+            return Err(TaskError::FailedPrecondition(format!(
+                "container {id}: its process ended while exec {exec_id} was prepared"
+            )));
+        }
+        let pid = process.pid();
+        let mut info = TaskInfo {
+            id: id.clone(),
+            exec_id: Some(exec_id.clone()),
+            bundle: c.info.bundle.clone(),
+            pid,
+            state: TaskState::Created,
+            exit: None,
+            stdin: request.stdin.clone(),
+            stdout: request.stdout.clone(),
+            stderr: request.stderr.clone(),
+        };
+        self.events.publish(TaskEvent::ExecAdded {
+            id: id.clone(),
+            exec_id: exec_id.clone(),
+        });
+        if pid != 0 {
+            self.register_exec_pid(&mut info);
+        }
+        info!("container {id}: exec {exec_id} added (pid {pid})");
+        c.execs.insert(exec_id.clone(), Exec { info, process });
+        Ok(())
     }
 
     /// Registers an exec's pid; publishes its exit at once when it was reaped already.
@@ -369,8 +454,8 @@ impl Containers {
 
     /// Lets an exec process run; TaskExecStarted follows.
     pub fn start_exec(&self, id: &str, exec_id: &str) -> TaskResult<u32> {
-        self.with(id, |c| {
-            if !matches!(c.info.state, TaskState::Running | TaskState::Paused) {
+        self.with_live(id, |c| {
+            if c.info.state != TaskState::Running || c.exiting {
                 return Err(TaskError::FailedPrecondition(format!(
                     "container {id}: cannot start exec {exec_id}: the container is {:?}",
                     c.info.state
@@ -398,7 +483,7 @@ impl Containers {
     /// Signals the container's process (`exec_id` `None`; with `all`, its execs too) or
     /// one exec.
     pub fn kill(&self, id: &str, exec_id: Option<&str>, signal: u32, all: bool) -> TaskResult<()> {
-        self.with(id, |c| {
+        self.with_live(id, |c| {
             if let Some(exec_id) = exec_id {
                 let exec = c.exec(exec_id)?;
                 exec.info.state.kill(&exec.info.name())?;
@@ -438,7 +523,7 @@ impl Containers {
 
     /// Freezes the container (cgroup freezer); TaskPaused follows.
     pub fn pause(&self, id: &str) -> TaskResult<()> {
-        self.with(id, |c| {
+        self.with_live(id, |c| {
             let next = c.info.state.pause(id)?;
             c.process.set_frozen(true)?;
             c.info.state = next;
@@ -450,7 +535,7 @@ impl Containers {
 
     /// Thaws a paused container; TaskResumed follows.
     pub fn resume(&self, id: &str) -> TaskResult<()> {
-        self.with(id, |c| {
+        self.with_live(id, |c| {
             let next = c.info.state.resume(id)?;
             c.process.set_frozen(false)?;
             c.info.state = next;
@@ -462,7 +547,7 @@ impl Containers {
 
     /// Applies changed limits to a container that has a process.
     pub fn update(&self, id: &str, resources: &LinuxResources) -> TaskResult<()> {
-        self.with(id, |c| {
+        self.with_live(id, |c| {
             c.info.state.update(id)?;
             c.process.update(resources)?;
             info!("container {id}: resources updated");
@@ -470,33 +555,54 @@ impl Containers {
         })
     }
 
-    /// Records the exit of `pid` (from the reaper) and wakes waiters.
+    /// Records the exit of `pid` (from the reaper) and wakes waiters: [`Containers::take_exit`]
+    /// then [`Containers::finish_exit`].
     pub fn process_exited(&self, pid: u32, status: u32) {
+        if let Some(pending) = self.take_exit(pid, status) {
+            self.finish_exit(pending);
+        }
+    }
+
+    /// The quick half of an exit, under the registry lock only: whose process it was (kept
+    /// for a later registration when nobody's yet). `None`: nothing more to do.
+    pub fn take_exit(&self, pid: u32, status: u32) -> Option<PendingExit> {
         let exit = Exit {
             status,
             at: SystemTime::now(),
         };
-        let (owner, container) = {
-            let mut registry = self.registry();
-            match registry.owners.remove(&pid) {
-                Some(owner) => {
-                    let container = registry.containers.get(&owner.container).cloned();
-                    (owner, container)
-                }
-                None => {
-                    let now = SystemTime::now();
-                    registry.unclaimed_exits.retain(|_, e| {
-                        now.duration_since(e.at).unwrap_or_default() < UNCLAIMED_EXIT_TTL
-                    });
-                    registry.unclaimed_exits.insert(pid, exit);
-                    return;
-                }
+        let mut registry = self.registry();
+        match registry.owners.remove(&pid) {
+            Some(owner) => {
+                let container = registry.containers.get(&owner.container).cloned()?;
+                Some(PendingExit {
+                    pid,
+                    exit,
+                    exec_id: owner.exec_id,
+                    container,
+                })
             }
-        };
-        let Some(container) = container else {
-            return;
-        };
-        let exec_id = owner.exec_id.as_deref();
+            None => {
+                let now = SystemTime::now();
+                registry.unclaimed_exits.retain(|_, e| {
+                    now.duration_since(e.at).unwrap_or_default() < UNCLAIMED_EXIT_TTL
+                });
+                registry.unclaimed_exits.insert(pid, exit);
+                None
+            }
+        }
+    }
+
+    /// The slow half of an exit: waits for its output to be read (bounded), and for a
+    /// container's process, kills its execs and waits for their exits (bounded) so they are
+    /// published first, as runc's shim does; then records it, publishes it, wakes waiters.
+    pub fn finish_exit(&self, pending: PendingExit) {
+        let PendingExit {
+            pid,
+            exit,
+            exec_id,
+            container,
+        } = pending;
+        let exec_id = exec_id.as_deref();
         // The last lines first: TaskExit must not overtake unread output. Waited for
         // without the container's lock, so its State and Kill are not held up.
         let output = {
@@ -516,7 +622,22 @@ impl Containers {
         }
         let mut state = lock(&container.state);
         match exec_id {
-            None => self.container_exited(&mut state, exit),
+            None => {
+                state.exiting = true;
+                let killed = state.kill_execs();
+                if killed > 0 {
+                    info!(
+                        "container {}: killing {killed} exec processes left behind",
+                        state.info.id
+                    );
+                    state = container
+                        .exited
+                        .wait_timeout_while(state, KILL_WAIT, |s| s.execs_alive())
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                self.container_exited(&mut state, exit);
+            }
             Some(exec_id) => {
                 if let Ok(exec) = state.exec(exec_id) {
                     let name = exec.info.name();
@@ -525,7 +646,7 @@ impl Containers {
                         Err(e) => warn!("{e}"),
                     }
                     exec.info.exit = Some(exit);
-                    info!("{name}: pid {pid} exited with status {status}");
+                    info!("{name}: pid {pid} exited with status {}", exit.status);
                     self.publish_exit(&exec.info, exit);
                 }
             }
@@ -553,10 +674,6 @@ impl Containers {
             self.events.publish(TaskEvent::Oom { id: id.clone() });
         }
         self.publish_exit(&c.info, exit);
-        let killed = c.kill_execs();
-        if killed > 0 {
-            info!("container {id}: killed {killed} exec processes left behind");
-        }
     }
 
     fn publish_exit(&self, info: &TaskInfo, exit: Exit) {
@@ -574,12 +691,14 @@ impl Containers {
         let container = self.container(id)?;
         let mut state = lock(&container.state);
         loop {
+            // The exit first: a Delete may come between the exit and this waiter.
+            if let Some(exit) = state.exit_of(exec_id) {
+                return Ok(exit);
+            }
             if state.deleted {
                 return Err(TaskError::not_found(id));
             }
-            if let Some(exit) = state.info_of(exec_id)?.exit {
-                return Ok(exit);
-            }
+            state.info_of(exec_id)?;
             state = container
                 .exited
                 .wait(state)
@@ -632,7 +751,11 @@ impl Containers {
         if state.deleted {
             return Err(TaskError::not_found(id));
         }
+        if state.deleting {
+            return Err(TaskError::not_found(id));
+        }
         state.info.state.delete(id)?;
+        state.deleting = true;
         if state.info.state == TaskState::Created {
             // Never started: stop the prepared process and collect its exit.
             state.process.signal(libc::SIGKILL as u32)?;
@@ -642,7 +765,7 @@ impl Containers {
         state = container
             .exited
             .wait_timeout_while(state, KILL_WAIT, |s| {
-                s.info.exit.is_none() || s.execs.values().any(|e| e.info.is_alive())
+                s.info.exit.is_none() || s.execs_alive()
             })
             .unwrap_or_else(|p| p.into_inner())
             .0;
@@ -651,8 +774,12 @@ impl Containers {
             at: SystemTime::now(),
         });
         let mut pids = vec![(state.info.pid, None)];
-        for (exec_id, mut exec) in state.execs.drain() {
+        let execs: Vec<(String, Exec)> = state.execs.drain().collect();
+        for (exec_id, mut exec) in execs {
             exec.process.release();
+            if let Some(exit) = exec.info.exit {
+                state.finished_execs.insert(exec_id.clone(), exit);
+            }
             pids.push((exec.info.pid, Some(exec_id)));
         }
         // The slow part (unmounts, cgroup removal, runc delete): this container's lock only.
@@ -744,6 +871,21 @@ mod tests {
         open: Mutex<Receiver<()>>,
     }
 
+    /// Makes exec `eN` with pid 500 + N.
+    struct FakeExecLauncher {
+        signals: Arc<Mutex<Vec<(u32, u32)>>>,
+    }
+
+    impl crate::process::ExecLauncher for FakeExecLauncher {
+        fn exec(&self, request: &ExecRequest) -> TaskResult<Box<dyn ExecProcess>> {
+            let n: u32 = request.exec_id.trim_start_matches('e').parse().unwrap_or(0);
+            Ok(Box::new(FakeExec {
+                pid: 500 + n,
+                signals: self.signals.clone(),
+            }))
+        }
+    }
+
     /// An exec process: pid 500 + n, signals recorded with the container's.
     struct FakeExec {
         pid: u32,
@@ -791,10 +933,8 @@ mod tests {
             Ok(())
         }
 
-        fn exec(&self, request: &ExecRequest) -> TaskResult<Box<dyn ExecProcess>> {
-            let n: u32 = request.exec_id.trim_start_matches('e').parse().unwrap_or(0);
-            Ok(Box::new(FakeExec {
-                pid: 500 + n,
+        fn exec_launcher(&self) -> TaskResult<Arc<dyn crate::process::ExecLauncher>> {
+            Ok(Arc::new(FakeExecLauncher {
                 signals: self.signals.clone(),
             }))
         }
@@ -1119,25 +1259,45 @@ mod tests {
         c.exec(exec_request("a", "e2")).unwrap();
         c.start_exec("a", "e2").unwrap();
         c.kill("a", Some("e2"), 15, false).unwrap();
-        c.process_exited(100, 0);
-        assert_eq!(*signals.lock().unwrap(), [(502, 15), (502, 9)]);
-        let reaper = {
+        // The exec dies of the SIGKILL its container's exit sends it, a little later.
+        let exec_reaper = {
             let c = c.clone();
+            let signals = signals.clone();
             std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(20));
+                poll_until(|| signals.lock().unwrap().contains(&(502, 9)));
                 c.process_exited(502, 137);
             })
         };
+        c.process_exited(100, 0);
+        exec_reaper.join().unwrap();
+        assert_eq!(*signals.lock().unwrap(), [(502, 15), (502, 9)]);
         let (pid, exit) = c.delete("a", None).unwrap();
-        reaper.join().unwrap();
         assert_eq!((pid, exit.status), (100, 0));
         assert!(c.is_empty());
+        // The exec's exit is published before its container's, as runc's shim does.
         let events = drain(&rx);
         assert_eq!(
             events[4..],
-            ["exit a 0", "exit a e2 137", "delete a 0"],
+            ["exit a e2 137", "exit a 0", "delete a 0"],
             "{events:?}"
         );
+        // Deleted with its container.
+        assert!(matches!(
+            c.wait("a", Some("e2")),
+            Err(TaskError::NotFound(_))
+        ));
+    }
+
+    /// Polls `done` every millisecond, for at most 10 s.
+    fn poll_until(done: impl Fn() -> bool) {
+        let began = Instant::now();
+        while !done() {
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "condition never met"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     #[test]

@@ -329,7 +329,11 @@ fn an_exec_runs_another_wasm_of_the_image_in_the_containers_namespaces() {
 
     // Its own args, env and stdout; the container's namespaces.
     let request = exec_request(&bundle, "env", &["/args_env.wasm", "x"], &["FROM_EXEC=1"]);
-    let mut exec = container.exec(&request).expect("exec");
+    let mut exec = container
+        .exec_launcher()
+        .unwrap()
+        .exec(&request)
+        .expect("exec");
     for ns in ["pid", "ipc", "uts"] {
         assert_eq!(
             namespace_of(exec.pid(), ns),
@@ -355,7 +359,11 @@ fn an_exec_runs_another_wasm_of_the_image_in_the_containers_namespaces() {
 
     // Its own exit code, found through PATH as the entrypoint would be.
     let request = exec_request(&bundle, "code", &["exit_code.wasm", "7"], &["PATH=/"]);
-    let mut exec = container.exec(&request).expect("exec");
+    let mut exec = container
+        .exec_launcher()
+        .unwrap()
+        .exec(&request)
+        .expect("exec");
     exec.start().expect("start exec");
     let pid = Pid::from_raw(exec.pid() as i32);
     assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 7));
@@ -363,7 +371,11 @@ fn an_exec_runs_another_wasm_of_the_image_in_the_containers_namespaces() {
 
     // Not a wasm program of the image: refused before any process.
     for args in [&["sh", "-c", "true"][..], &["/missing.wasm"]] {
-        match container.exec(&exec_request(&bundle, "no", args, &[])) {
+        match container
+            .exec_launcher()
+            .unwrap()
+            .exec(&exec_request(&bundle, "no", args, &[]))
+        {
             Err(TaskError::FailedPrecondition(message)) => {
                 assert!(message.contains(EXEC_TARGETS), "{message}")
             }
@@ -390,7 +402,7 @@ fn an_exec_into_a_container_whose_process_has_exited_is_refused() {
     assert_eq!(wait(container.as_ref()), exited(container.as_ref(), 0));
     // Reaped: its pid is free; the exec must not join whatever takes it.
     let request = exec_request(&bundle, "late", &["/exit_code.wasm", "1"], &[]);
-    match container.exec(&request) {
+    match container.exec_launcher().unwrap().exec(&request) {
         Err(TaskError::FailedPrecondition(message)) => {
             assert!(message.contains("has exited"), "{message}")
         }

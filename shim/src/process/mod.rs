@@ -70,6 +70,12 @@ pub trait ExecProcess: Send {
     fn release(&mut self) {}
 }
 
+/// Makes exec processes of one container: one more process in it, prepared, waiting for
+/// Start. The container's process must be running (its namespaces are joined through it).
+pub trait ExecLauncher: Send + Sync {
+    fn exec(&self, request: &ExecRequest) -> TaskResult<Box<dyn ExecProcess>>;
+}
+
 /// A created container process, waiting for Start.
 pub trait ContainerProcess: Send {
     fn pid(&self) -> u32;
@@ -94,14 +100,9 @@ pub trait ContainerProcess: Send {
     fn output(&self) -> Option<std::sync::Arc<crate::os::drain::OutputDrain>> {
         None
     }
-    /// Makes one more process in the running container (Exec). The container's process
-    /// must be running: its namespaces are joined through its pid.
-    fn exec(&self, request: &ExecRequest) -> TaskResult<Box<dyn ExecProcess>> {
-        Err(TaskError::FailedPrecondition(format!(
-            "container {}: exec is not possible in this container",
-            request.container_id
-        )))
-    }
+    /// What makes exec processes of this container (Exec), used without the container's
+    /// lock: an exec's preparation may compile its program.
+    fn exec_launcher(&self) -> TaskResult<std::sync::Arc<dyn ExecLauncher>>;
 }
 
 /// What every container process has: its id, its pid and, usually, its cgroup. The kinds
@@ -115,14 +116,15 @@ pub struct ProcessCore {
     pub rootfs: Option<PathBuf>,
     /// The process itself, opened while it was an unreaped child: signals and exec's
     /// namespace lookups cannot reach another process that took the pid over.
-    pub pidfd: Option<Pidfd>,
+    pub pidfd: Option<std::sync::Arc<Pidfd>>,
 }
 
 impl ProcessCore {
     pub fn new(id: &str, pid: u32, cgroup: Option<Cgroup>, rootfs: Option<PathBuf>) -> Self {
         let pidfd = Pidfd::open(pid)
             .map_err(|e| warn!("container {id}: no pidfd for pid {pid}: {e}"))
-            .ok();
+            .ok()
+            .map(std::sync::Arc::new);
         ProcessCore {
             id: id.to_owned(),
             pid,
@@ -133,7 +135,7 @@ impl ProcessCore {
     }
 
     pub fn signal(&self, signal: u32) -> TaskResult<bool> {
-        crate::os::signals::send_to(self.pidfd.as_ref(), self.pid, signal).map_err(|e| {
+        crate::os::signals::send_to(self.pidfd.as_deref(), self.pid, signal).map_err(|e| {
             TaskError::internal(
                 format!("container {}: signal {signal} to pid {}", self.id, self.pid),
                 e,

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use log::warn;
 use oci_spec::runtime::Spec;
 
-use super::{ContainerProcess, CreateRequest, ExecProcess, ExecRequest, ProcessCore};
+use super::{ContainerProcess, CreateRequest, ExecLauncher, ExecProcess, ExecRequest, ProcessCore};
 use crate::error::{TaskError, TaskResult};
 use crate::os::cgroup::{Cgroup, CgroupUsage};
 use crate::os::{exec, fd};
@@ -195,6 +195,21 @@ impl ContainerProcess for RuncProcess {
         result
     }
 
+    fn exec_launcher(&self) -> TaskResult<std::sync::Arc<dyn ExecLauncher>> {
+        Ok(std::sync::Arc::new(RuncExecLauncher {
+            bundle: self.bundle.clone(),
+            log: self.log.clone(),
+        }))
+    }
+}
+
+/// Makes the execs of one Linux container.
+struct RuncExecLauncher {
+    bundle: PathBuf,
+    log: PathBuf,
+}
+
+impl ExecLauncher for RuncExecLauncher {
     fn exec(&self, request: &ExecRequest) -> TaskResult<Box<dyn ExecProcess>> {
         if request.process.terminal() == Some(true) {
             return Err(TaskError::InvalidArgument(format!(
@@ -204,7 +219,7 @@ impl ContainerProcess for RuncProcess {
         }
         Ok(Box::new(RuncExec {
             request: request.clone(),
-            files: self.bundle.join(format!("exec-{}", request.exec_id)),
+            files: self.bundle.clone(),
             log: self.log.clone(),
             pid: 0,
             pidfd: None,
@@ -217,7 +232,7 @@ impl ContainerProcess for RuncProcess {
 struct RuncExec {
     request: ExecRequest,
     pidfd: Option<crate::os::pidfd::Pidfd>,
-    /// `<bundle>/exec-<exec id>`: `.json` (the process) and `.pid`.
+    /// The bundle, where `exec-<exec id>.json` (the process) and `.pid` are written.
     files: PathBuf,
     log: PathBuf,
     pid: u32,
@@ -225,7 +240,8 @@ struct RuncExec {
 
 impl RuncExec {
     fn file(&self, extension: &str) -> PathBuf {
-        self.files.with_extension(extension)
+        self.files
+            .join(format!("exec-{}.{extension}", self.request.exec_id))
     }
 }
 

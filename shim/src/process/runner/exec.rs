@@ -28,18 +28,29 @@ use super::protocol::{
 };
 use super::spec::GuestSpec;
 use crate::error::{TaskError, TaskResult};
+use crate::os::cgroup::Cgroup;
 use crate::os::drain::OutputDrain;
 use crate::os::mountns::open_in_root;
 use crate::os::pidfd::Pidfd;
 use crate::process::dispatch::resolve_entrypoint;
-use crate::process::{ContainerKind, EXEC_TARGETS, ExecProcess, ExecRequest, ProcessCore};
+use crate::process::{ContainerKind, EXEC_TARGETS, ExecLauncher, ExecProcess, ExecRequest};
 
-/// What an exec needs of its container.
-pub struct Container<'a> {
-    pub core: &'a ProcessCore,
-    pub bundle: &'a Path,
-    pub spec: &'a Spec,
-    pub settings: &'a RunnerSettings,
+/// What an exec needs of its container, shared with the container's process.
+pub struct ExecContext {
+    pub container_id: String,
+    /// The container's process, whose namespaces an exec joins.
+    pub pid: u32,
+    pub pidfd: Option<Arc<Pidfd>>,
+    pub cgroup: Option<Cgroup>,
+    pub bundle: PathBuf,
+    pub spec: Spec,
+    pub settings: RunnerSettings,
+}
+
+impl ExecLauncher for ExecContext {
+    fn exec(&self, request: &ExecRequest) -> TaskResult<Box<dyn ExecProcess>> {
+        create(self, request)
+    }
 }
 
 /// The namespaces an exec joins through the container process's `/proc/<pid>/ns/`.
@@ -83,7 +94,7 @@ pub fn exec_spec(
 /// Opens the container process's namespaces, proving through its pidfd that the pid was
 /// still that process when they were opened (it may have exited, and its pid been taken).
 fn open_namespaces(
-    core: &ProcessCore,
+    container: &ExecContext,
     request: &ExecRequest,
 ) -> TaskResult<Vec<(&'static str, std::fs::File)>> {
     let what = format!(
@@ -92,14 +103,14 @@ fn open_namespaces(
     );
     let gone =
         || TaskError::FailedPrecondition(format!("{what}: the container's process has exited"));
-    let pidfd = core.pidfd.as_ref().ok_or_else(|| {
+    let pidfd = container.pidfd.as_ref().ok_or_else(|| {
         TaskError::FailedPrecondition(format!(
             "{what}: no handle on the container's process (pidfd) to join its namespaces"
         ))
     })?;
     let mut opened = Vec::with_capacity(SHARED_NAMESPACES.len());
     for (_, name) in SHARED_NAMESPACES {
-        let path = format!("/proc/{}/ns/{name}", core.pid);
+        let path = format!("/proc/{}/ns/{name}", container.pid);
         match std::fs::File::open(&path) {
             Ok(file) => opened.push((name, file)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(gone()),
@@ -234,10 +245,7 @@ fn clamp_to_container(
 }
 
 /// Prepares the exec process: a runner waiting for Start.
-pub fn create(
-    container: &Container<'_>,
-    request: &ExecRequest,
-) -> TaskResult<Box<dyn ExecProcess>> {
+fn create(container: &ExecContext, request: &ExecRequest) -> TaskResult<Box<dyn ExecProcess>> {
     let ExecRequest {
         container_id,
         exec_id,
@@ -251,8 +259,8 @@ pub fn create(
     let rootfs = container.bundle.join("rootfs");
     let process = clamp_to_container(request.process.clone(), container.spec.process().as_ref());
     // Held until the runner is spawned: the spec names them as /proc/self/fd/N.
-    let namespaces = open_namespaces(container.core, request)?;
-    let spec = exec_spec(container.spec, process, |name| {
+    let namespaces = open_namespaces(container, request)?;
+    let spec = exec_spec(&container.spec, process, |name| {
         let (_, file) = namespaces
             .iter()
             .find(|(n, _)| *n == name)
@@ -283,7 +291,7 @@ pub fn create(
     let spawned = spawn(
         &runner_request,
         ContainerKind::Wasm,
-        container.core.cgroup.as_ref(),
+        container.cgroup.as_ref(),
         &container.settings.exe,
         Some(&pid_file),
         Some(&program),

@@ -16,6 +16,7 @@ use std::time::Instant;
 use log::{debug, warn};
 use oci_spec::runtime::Spec;
 
+use super::exec::ExecContext;
 use super::protocol::{
     ContainerdApi, Entrypoint, OOM_MARKER_FILE, PAUSE_SUBCOMMAND, PAYLOAD_FD, PrepareTiming,
     REQUEST_FD, RUNNER_PID_FILE, RUNNER_SUBCOMMAND, RunnerRequest, RunnerStatus, START_FD,
@@ -27,17 +28,14 @@ use crate::os::cgroup::{Cgroup, CgroupUsage, SpawnEntry};
 use crate::os::namespaces::NamespacePlan;
 use crate::os::spawn::{self, CgroupJoin, SpawnRequest};
 use crate::os::{fd, signals};
-use crate::process::{
-    ContainerKind, ContainerProcess, CreateRequest, ExecProcess, ExecRequest, ProcessCore,
-};
+use crate::process::{ContainerKind, ContainerProcess, CreateRequest, ExecLauncher, ProcessCore};
+use std::sync::Arc;
 
 struct RunnerProcess {
     core: ProcessCore,
-    kind: ContainerKind,
     bundle: PathBuf,
-    /// The container's spec, what an exec process is derived from.
-    spec: Spec,
-    settings: RunnerSettings,
+    /// What an exec needs (a wasm container's; the sandbox runs nothing to exec into).
+    exec: Option<Arc<ExecContext>>,
     start: Option<std::fs::File>,
     /// Read ends of the output FIFOs: the exit is published once they are read.
     output: std::sync::Arc<crate::os::drain::OutputDrain>,
@@ -115,12 +113,22 @@ pub fn create(
             debug!(
                 "container {id}: {kind:?} process {pid} ready in {total:?} (spawn {spawn_ms:.2}ms, {timing})"
             );
+            let core = ProcessCore::new(id, pid, cgroup, mounted_rootfs);
+            let exec = (kind == ContainerKind::Wasm).then(|| {
+                Arc::new(ExecContext {
+                    container_id: id.clone(),
+                    pid,
+                    pidfd: core.pidfd.clone(),
+                    cgroup: core.cgroup.clone(),
+                    bundle: request.bundle.clone(),
+                    spec: container_spec,
+                    settings: settings.clone(),
+                })
+            });
             Ok(Box::new(RunnerProcess {
-                core: ProcessCore::new(id, pid, cgroup, mounted_rootfs),
-                kind,
+                core,
                 bundle: request.bundle.clone(),
-                spec: container_spec,
-                settings: settings.clone(),
+                exec,
                 start: Some(start),
                 output: std::sync::Arc::new(crate::os::drain::OutputDrain::open([
                     request.stdout.as_str(),
@@ -357,21 +365,13 @@ impl ContainerProcess for RunnerProcess {
         Some(self.output.clone())
     }
 
-    fn exec(&self, request: &ExecRequest) -> TaskResult<Box<dyn ExecProcess>> {
-        if self.kind == ContainerKind::Sandbox {
-            return Err(TaskError::FailedPrecondition(format!(
+    fn exec_launcher(&self) -> TaskResult<Arc<dyn ExecLauncher>> {
+        match &self.exec {
+            Some(exec) => Ok(exec.clone()),
+            None => Err(TaskError::FailedPrecondition(format!(
                 "container {}: the pod sandbox runs no program to exec into",
                 self.core.id
-            )));
+            ))),
         }
-        super::exec::create(
-            &super::exec::Container {
-                core: &self.core,
-                bundle: &self.bundle,
-                spec: &self.spec,
-                settings: &self.settings,
-            },
-            request,
-        )
     }
 }
