@@ -90,6 +90,16 @@ fn shim_pids(n: &Node) -> BTreeSet<i32> {
     n.c.shim_processes().into_iter().map(|p| p.pid).collect()
 }
 
+/// How many TaskExecStarted events containerd published for container `id` (from the
+/// harness's `ctr events` log).
+fn execs_started(n: &Node, id: &str) -> usize {
+    let log = std::fs::read_to_string(n.c.dir().join("events.log")).unwrap_or_default();
+    let container = format!("\"container_id\":\"{id}\"");
+    log.lines()
+        .filter(|l| l.contains(" /tasks/exec-started ") && l.contains(&container))
+        .count()
+}
+
 /// `ExecSync` of `cmd` (no timeout) that must answer; returns (exit code, stdout, stderr).
 fn exec_ok(n: &Node, version: ContainerdVersion, id: &str, cmd: &[&str]) -> (i32, String, String) {
     let r = n
@@ -271,8 +281,9 @@ pub fn exec_sync_timeout_and_container_stop(n: &Node, version: ContainerdVersion
         let answer = cri.exec_sync(&main, &["/sleep.wasm", "60"], Duration::from_secs(30));
         (answer, began.elapsed())
     });
-    wasmpod_test::poll::wait_until(Duration::from_secs(30), "the exec running", || {
-        (shim_pids(n).difference(&before).count() > 0).then_some(())
+    // Started (TaskExecStarted; the timed-out exec was the first), not just being prepared.
+    wasmpod_test::poll::wait_until(Duration::from_secs(30), "the exec started", || {
+        (execs_started(n, &id) == 2).then_some(())
     })
     .unwrap_or_else(|e| panic!("{version}: {e}"));
     let (status, _) = n.stop_container(&id);
