@@ -100,6 +100,8 @@ struct ContainerState {
     exiting: bool,
     /// Delete has begun: only waits and exits go on.
     deleting: bool,
+    /// An operation recorded an exit: [`Containers::with`] wakes the waiters after it.
+    wake_waiters: bool,
     /// Set by Delete once everything is released; the registry forgets the container next.
     deleted: bool,
 }
@@ -268,7 +270,12 @@ impl Containers {
         if state.deleted {
             return Err(TaskError::not_found(id));
         }
-        f(&mut state)
+        let result = f(&mut state);
+        if std::mem::take(&mut state.wake_waiters) {
+            drop(state);
+            container.exited.notify_all();
+        }
+        result
     }
 
     /// As [`Containers::with`], to change it: refused once its Delete has begun.
@@ -345,6 +352,7 @@ impl Containers {
                 finished_execs: HashMap::new(),
                 exiting: false,
                 deleting: false,
+                wake_waiters: false,
                 deleted: false,
             }),
             exited: Condvar::new(),
@@ -431,24 +439,31 @@ impl Containers {
             id: id.clone(),
             exec_id: exec_id.clone(),
         });
-        if pid != 0 {
-            self.register_exec_pid(&mut info);
-        }
+        let exited = pid != 0 && self.register_exec_pid(&mut info);
         info!("container {id}: exec {exec_id} added (pid {pid})");
         c.execs.insert(exec_id.clone(), Exec { info, process });
+        drop(c);
+        if exited {
+            container.exited.notify_all();
+        }
         Ok(())
     }
 
     /// Registers an exec's pid; publishes its exit at once when it was reaped already.
-    fn register_exec_pid(&self, info: &mut TaskInfo) {
+    /// Returns whether it recorded an exit (its waiters must then be woken).
+    fn register_exec_pid(&self, info: &mut TaskInfo) -> bool {
         let owner = Owner {
             container: info.id.clone(),
             exec_id: info.exec_id.clone(),
         };
-        if let Some(exit) = self.registry().claim(info.pid, owner) {
-            info.state = TaskState::Stopped;
-            info.exit = Some(exit);
-            self.publish_exit(info, exit);
+        match self.registry().claim(info.pid, owner) {
+            Some(exit) => {
+                info.state = TaskState::Stopped;
+                info.exit = Some(exit);
+                self.publish_exit(info, exit);
+                true
+            }
+            None => false,
         }
     }
 
@@ -472,8 +487,9 @@ impl Containers {
                 exec_id: exec_id.into(),
                 pid,
             });
-            if !registered {
-                self.register_exec_pid(&mut exec.info);
+            // A runc exec can be over before its pid is known (its exit came first).
+            if !registered && self.register_exec_pid(&mut exec.info) {
+                c.wake_waiters = true;
             }
             info!("container {id}: exec {exec_id} started, pid {pid}");
             Ok(pid)
@@ -878,9 +894,18 @@ mod tests {
 
     impl crate::process::ExecLauncher for FakeExecLauncher {
         fn exec(&self, request: &ExecRequest) -> TaskResult<Box<dyn ExecProcess>> {
+            // `rN`: like a runc exec, no process (pid 0) until Start makes 600 + N.
+            if let Some(n) = request.exec_id.strip_prefix('r') {
+                return Ok(Box::new(FakeExec {
+                    pid: 0,
+                    started_pid: 600 + n.parse::<u32>().unwrap_or(0),
+                    signals: self.signals.clone(),
+                }));
+            }
             let n: u32 = request.exec_id.trim_start_matches('e').parse().unwrap_or(0);
             Ok(Box::new(FakeExec {
                 pid: 500 + n,
+                started_pid: 500 + n,
                 signals: self.signals.clone(),
             }))
         }
@@ -889,6 +914,7 @@ mod tests {
     /// An exec process: pid 500 + n, signals recorded with the container's.
     struct FakeExec {
         pid: u32,
+        started_pid: u32,
         signals: Arc<Mutex<Vec<(u32, u32)>>>,
     }
 
@@ -897,6 +923,7 @@ mod tests {
             self.pid
         }
         fn start(&mut self) -> TaskResult<u32> {
+            self.pid = self.started_pid;
             Ok(self.pid)
         }
         fn signal(&self, signal: u32) -> TaskResult<bool> {
@@ -1364,5 +1391,27 @@ mod tests {
         unblock.send(()).unwrap();
         let (pid, exit) = deleting.join().unwrap().unwrap();
         assert_eq!((pid, exit.status), (100, 0));
+    }
+
+    #[test]
+    fn a_waiter_learns_the_exit_of_an_exec_that_ended_before_its_pid_was_known() {
+        let (c, rx) = containers(None);
+        c.create(request("a")).unwrap();
+        c.start("a").unwrap();
+        c.exec(exec_request("a", "r1")).unwrap();
+        // containerd waits before it starts; the process is reaped before Start returns.
+        let (tx, waited) = channel();
+        let waiter = {
+            let c = c.clone();
+            std::thread::spawn(move || tx.send(c.wait("a", Some("r1"))).unwrap())
+        };
+        c.process_exited(601, 3);
+        assert_eq!(c.start_exec("a", "r1").unwrap(), 601);
+        let exit = waited
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the waiter was never woken");
+        assert_eq!(exit.unwrap().status, 3);
+        waiter.join().unwrap();
+        assert_eq!(drain(&rx)[3..], ["exec-started a r1 601", "exit a r1 3"]);
     }
 }

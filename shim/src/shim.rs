@@ -152,7 +152,11 @@ impl containerd_shim::Shim for WasmpodShim {
             err: e,
         })?;
         let pid = self.kill_leftover_runner(&bundle);
-        crate::process::runc::force_delete(&self.id, &bundle);
+        crate::process::runc::force_delete(
+            &self.id,
+            &bundle,
+            &crate::process::runc::root_for(&self.namespace),
+        );
         if let Err(e) = rootfs::unmount(&bundle.join("rootfs")) {
             warn!("cleaning up {}: {e}", self.id);
         }
@@ -195,14 +199,17 @@ impl containerd_shim::Shim for WasmpodShim {
             std::env::var("TTRPC_ADDRESS").ok(),
         ));
         let exe = own_binary();
-        let launcher = ShimLauncher::new(RunnerSettings {
-            exe,
-            containerd: Some(crate::image::ContainerdApi {
-                address: self.containerd_address.clone(),
-                namespace: self.namespace.clone(),
-            }),
-            cache_dir,
-        });
+        let launcher = ShimLauncher::new(
+            RunnerSettings {
+                exe,
+                containerd: Some(crate::image::ContainerdApi {
+                    address: self.containerd_address.clone(),
+                    namespace: self.namespace.clone(),
+                }),
+                cache_dir,
+            },
+            crate::process::runc::root_for(&self.namespace),
+        );
         let containers = Arc::new(Containers::new(Box::new(launcher), events));
         crate::reaper::forward_exits(containers.clone());
         let service = TaskService::new(containers, self.exit.clone());

@@ -89,11 +89,14 @@ impl Bundle {
 }
 
 fn launcher() -> ShimLauncher {
-    ShimLauncher::new(RunnerSettings {
-        exe: PathBuf::from(env!("CARGO_BIN_EXE_containerd-shim-wasmpod-v1")),
-        containerd: None,
-        cache_dir: None,
-    })
+    ShimLauncher::new(
+        RunnerSettings {
+            exe: PathBuf::from(env!("CARGO_BIN_EXE_containerd-shim-wasmpod-v1")),
+            containerd: None,
+            cache_dir: None,
+        },
+        PathBuf::from("/run/wasmpod/runc/launcher-test"),
+    )
 }
 
 /// Reaps the runner (this process is its parent), blocking until it exits.

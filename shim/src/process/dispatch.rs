@@ -68,12 +68,15 @@ pub fn classify(entrypoint: &Entrypoint) -> ContainerKind {
 #[derive(Debug)]
 pub struct ShimLauncher {
     runner: RunnerSettings,
+    /// runc's `--root` for this shim's Linux containers ([`runc::root_for`]).
+    runc_root: PathBuf,
 }
 
 impl ShimLauncher {
-    /// Starts runners and pause processes from `exe` (the shim binary).
-    pub fn new(runner: RunnerSettings) -> Self {
-        ShimLauncher { runner }
+    /// Starts runners and pause processes as `runner` says, Linux containers with runc
+    /// under `runc_root`.
+    pub fn new(runner: RunnerSettings, runc_root: PathBuf) -> Self {
+        ShimLauncher { runner, runc_root }
     }
 
     /// Spec, guest view and entrypoint of a container whose rootfs is mounted.
@@ -139,9 +142,12 @@ impl Launcher for ShimLauncher {
             .and_then(|resolved| {
                 log::info!("container {id}: {:?}", resolved.kind);
                 match resolved.kind {
-                    ContainerKind::Linux => {
-                        runc::create(request, &resolved.spec, resolved.mounted_rootfs)
-                    }
+                    ContainerKind::Linux => runc::create(
+                        request,
+                        &resolved.spec,
+                        resolved.mounted_rootfs,
+                        &self.runc_root,
+                    ),
                     ContainerKind::Wasm | ContainerKind::Sandbox => {
                         runner::parent::create(request, resolved, &self.runner)
                     }

@@ -18,21 +18,60 @@ use crate::error::{TaskError, TaskResult};
 use crate::os::cgroup::{Cgroup, CgroupUsage};
 use crate::os::{exec, fd};
 
-/// runc's state directory for wasmpod's Linux containers.
+/// runc's state directories for wasmpod's Linux containers: one per containerd namespace
+/// ([`root_for`]), as containerd's runc shim keeps them, so a container id used in two
+/// namespaces (or by two containerds) names two runc containers.
 pub const RUNC_ROOT: &str = "/run/wasmpod/runc";
+
+/// runc's `--root` for containers of containerd namespace `namespace`.
+pub fn root_for(namespace: &str) -> PathBuf {
+    // containerd validates namespace names; a name that could leave RUNC_ROOT is refused
+    // by that rule, and mapped to one that cannot here all the same.
+    let safe = !namespace.is_empty()
+        && !namespace.starts_with('.')
+        && namespace
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    let name = if safe {
+        namespace
+    } else {
+        "_invalid_namespace"
+    };
+    std::path::Path::new(RUNC_ROOT).join(name)
+}
 const PID_FILE: &str = "runc.pid";
 const LOG_FILE: &str = "runc-log.json";
 
 struct RuncProcess {
     core: ProcessCore,
     bundle: PathBuf,
+    /// runc's `--root` and `--log`.
+    runc: Runc,
+}
+
+/// How runc is called for one container: its state root and its log file.
+#[derive(Debug, Clone)]
+struct Runc {
+    root: PathBuf,
     log: PathBuf,
 }
 
-fn runc(log: &std::path::Path, args: &[&str]) -> Command {
+impl Runc {
+    fn command(&self, args: &[&str]) -> Command {
+        runc(&self.root, &self.log, args)
+    }
+
+    fn run(&self, id: &str, what: &str, args: &[&str]) -> TaskResult<()> {
+        run_runc(id, what, &self.log, &mut self.command(args))
+    }
+}
+
+fn runc(root: &std::path::Path, log: &std::path::Path, args: &[&str]) -> Command {
     let mut command = Command::new("runc");
     command
-        .args(["--root", RUNC_ROOT, "--log-format", "json", "--log"])
+        .arg("--root")
+        .arg(root)
+        .args(["--log-format", "json", "--log"])
         .arg(log)
         .args(args)
         .stdin(Stdio::null())
@@ -75,6 +114,7 @@ pub fn create(
     request: &CreateRequest,
     spec: &Spec,
     rootfs: Option<PathBuf>,
+    runc_root: &std::path::Path,
 ) -> TaskResult<Box<dyn ContainerProcess>> {
     let id = &request.id;
     let open_err = |what: &str, e: std::io::Error| {
@@ -88,6 +128,7 @@ pub fn create(
     let pid_file = request.bundle.join(PID_FILE);
     let log = request.bundle.join(LOG_FILE);
     let mut command = runc(
+        runc_root,
         &log,
         &[
             "create",
@@ -119,7 +160,10 @@ pub fn create(
     Ok(Box::new(RuncProcess {
         core: ProcessCore::new(id, pid, cgroup, rootfs),
         bundle: request.bundle.clone(),
-        log,
+        runc: Runc {
+            root: runc_root.to_owned(),
+            log,
+        },
     }))
 }
 
@@ -143,7 +187,7 @@ impl ContainerProcess for RuncProcess {
 
     fn start(&mut self) -> TaskResult<()> {
         let id = &self.core.id;
-        run_runc(id, "start", &self.log, &mut runc(&self.log, &["start", id]))
+        self.runc.run(id, "start", &["start", id])
     }
 
     fn signal(&self, signal: u32) -> TaskResult<bool> {
@@ -163,7 +207,7 @@ impl ContainerProcess for RuncProcess {
     }
 
     fn release(&mut self) -> TaskResult<()> {
-        if let Err(e) = delete_force(&self.core.id, &self.log) {
+        if let Err(e) = delete_force(&self.core.id, &self.runc.root, &self.runc.log) {
             warn!("{e}");
         }
         self.core.unmount_rootfs()
@@ -172,25 +216,22 @@ impl ContainerProcess for RuncProcess {
     fn set_frozen(&self, frozen: bool) -> TaskResult<()> {
         let id = &self.core.id;
         let what = if frozen { "pause" } else { "resume" };
-        run_runc(id, what, &self.log, &mut runc(&self.log, &[what, id]))
+        self.runc.run(id, what, &[what, id])
     }
 
     fn update(&self, resources: &LinuxResources) -> TaskResult<()> {
         let id = &self.core.id;
         // `runc update --resources FILE`: the same LinuxResources JSON, from the bundle.
-        let file = self.log.with_file_name("update-resources.json");
+        let file = self.bundle.join("update-resources.json");
         let json = serde_json::to_vec(resources)
             .map_err(|e| TaskError::internal(format!("container {id}: update"), e))?;
         std::fs::write(&file, json).map_err(|e| {
             TaskError::internal(format!("container {id}: writing {}", file.display()), e)
         })?;
         let path = file.to_string_lossy().into_owned();
-        let result = run_runc(
-            id,
-            "update",
-            &self.log,
-            &mut runc(&self.log, &["update", "--resources", &path, id]),
-        );
+        let result = self
+            .runc
+            .run(id, "update", &["update", "--resources", &path, id]);
         let _ = std::fs::remove_file(&file);
         result
     }
@@ -198,7 +239,7 @@ impl ContainerProcess for RuncProcess {
     fn exec_launcher(&self) -> TaskResult<std::sync::Arc<dyn ExecLauncher>> {
         Ok(std::sync::Arc::new(RuncExecLauncher {
             bundle: self.bundle.clone(),
-            log: self.log.clone(),
+            runc: self.runc.clone(),
         }))
     }
 }
@@ -206,7 +247,7 @@ impl ContainerProcess for RuncProcess {
 /// Makes the execs of one Linux container.
 struct RuncExecLauncher {
     bundle: PathBuf,
-    log: PathBuf,
+    runc: Runc,
 }
 
 impl ExecLauncher for RuncExecLauncher {
@@ -220,7 +261,7 @@ impl ExecLauncher for RuncExecLauncher {
         Ok(Box::new(RuncExec {
             request: request.clone(),
             files: self.bundle.clone(),
-            log: self.log.clone(),
+            runc: self.runc.clone(),
             pid: 0,
             pidfd: None,
         }))
@@ -234,7 +275,7 @@ struct RuncExec {
     pidfd: Option<crate::os::pidfd::Pidfd>,
     /// The bundle, where `exec-<exec id>.json` (the process) and `.pid` are written.
     files: PathBuf,
-    log: PathBuf,
+    runc: Runc,
     pid: u32,
 }
 
@@ -276,23 +317,20 @@ impl ExecProcess for RuncExec {
         let stdout = fd::open_output(&self.request.stdout).map_err(|e| open_err("stdout", e))?;
         let stderr = fd::open_output(&self.request.stderr).map_err(|e| open_err("stderr", e))?;
         let as_stdio = |f: Option<std::fs::File>| f.map_or_else(Stdio::null, Stdio::from);
-        let mut command = runc(
-            &self.log,
-            &[
-                "exec",
-                "--detach",
-                "--pid-file",
-                &pid_file.display().to_string(),
-                "--process",
-                &process_file.display().to_string(),
-                container_id,
-            ],
-        );
+        let mut command = self.runc.command(&[
+            "exec",
+            "--detach",
+            "--pid-file",
+            &pid_file.display().to_string(),
+            "--process",
+            &process_file.display().to_string(),
+            container_id,
+        ]);
         command
             .stdin(as_stdio(stdin))
             .stdout(as_stdio(stdout))
             .stderr(as_stdio(stderr));
-        run_runc(container_id, "exec", &self.log, &mut command)?;
+        run_runc(container_id, "exec", &self.runc.log, &mut command)?;
         self.pid = wait_for_pid_file(&pid_file).ok_or_else(|| {
             TaskError::Internal(format!(
                 "{what}: runc exec did not write {}",
@@ -328,20 +366,20 @@ impl ExecProcess for RuncExec {
 }
 
 /// Best-effort `runc delete --force` after a shim crash (no-op for wasm containers).
-pub fn force_delete(id: &str, bundle: &std::path::Path) {
-    if std::path::Path::new(RUNC_ROOT).join(id).exists()
-        && let Err(e) = delete_force(id, &bundle.join(LOG_FILE))
+pub fn force_delete(id: &str, bundle: &std::path::Path, runc_root: &std::path::Path) {
+    if runc_root.join(id).exists()
+        && let Err(e) = delete_force(id, runc_root, &bundle.join(LOG_FILE))
     {
         warn!("{e}");
     }
 }
 
 /// `runc delete --force ID`.
-fn delete_force(id: &str, log: &std::path::Path) -> TaskResult<()> {
+fn delete_force(id: &str, root: &std::path::Path, log: &std::path::Path) -> TaskResult<()> {
     run_runc(
         id,
         "delete",
         log,
-        &mut runc(log, &["delete", "--force", id]),
+        &mut runc(root, log, &["delete", "--force", id]),
     )
 }
