@@ -297,9 +297,17 @@ fn create(container: &ExecContext, request: &ExecRequest) -> TaskResult<Box<dyn 
         Some(&program),
     );
     drop(namespaces);
-    let (pid, start, timing) = spawned.inspect_err(|_| {
+    let (pid, start, timing) = spawned.map_err(|e| {
         let _ = std::fs::remove_file(&pid_file);
         let _ = std::fs::remove_file(&oom_marker);
+        // The container stopped meanwhile (its PID namespace took the new runner with it):
+        // say so, rather than an internal error.
+        match &container.pidfd {
+            Some(pidfd) if !pidfd.is_alive() => TaskError::FailedPrecondition(format!(
+                "container {container_id} exec {exec_id}: the container's process exited while the exec was prepared"
+            )),
+            _ => e,
+        }
     })?;
     debug!("container {container_id} exec {exec_id}: process {pid} ready ({timing})");
     Ok(Box::new(RunnerExec {
