@@ -237,6 +237,31 @@ fn run(o: &RunOptions) -> anyhow::Result<()> {
     });
     let hello_wall_ms = hello_t.median;
 
+    // Exec (issue 12): `ctr task exec` of the running wasm container's own .wasm against
+    // `runc exec` of /bin/true in a running busybox container, interleaved.
+    progress(&format!(
+        "{} interleaved ctr task exec rounds: wasmpod .wasm, runc true",
+        o.runs
+    ));
+    let sleeper = payload(None, images::BUSYBOX, &["/bin/sleep", "3600"]);
+    o.ctr.run_detached(&sleep, "exec-wasm")?;
+    o.ctr.run_detached(&sleeper, "exec-runc")?;
+    let targets: [(&str, &str, &[&str]); 2] = [
+        ("wasm", "exec-wasm", &["/sleep.wasm", "0"]),
+        ("runc", "exec-runc", &["/bin/true"]),
+    ];
+    start::interleaved_execs(&o.ctr, &targets, 2)?;
+    let execs = start::interleaved_execs(&o.ctr, &targets, o.runs)?;
+    for id in ["exec-wasm", "exec-runc"] {
+        o.ctr.kill_and_remove(id)?;
+    }
+    let [exec_wasm_t, exec_runc_t] = [0, 1].map(|i| Summary::millis(&execs[i]));
+    let exec_ratio = exec_wasm_t.median / exec_runc_t.median;
+    rows.push(
+        Row::info("ctr task exec: wasmpod .wasm (cached)", "ms", exec_wasm_t).ratio(exec_ratio),
+    );
+    rows.push(Row::info("ctr task exec: runc true", "ms", exec_runc_t).ratio(1.0));
+
     for (payload, id) in [
         (&hello, "tmpl-hello"),
         (&truth, "tmpl-true"),

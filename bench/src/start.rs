@@ -90,6 +90,85 @@ impl Ctr {
     }
 }
 
+impl Ctr {
+    /// `ctr run -d --null-io` of `payload` as container `id` (a long-running task to exec
+    /// into).
+    pub fn run_detached(&self, payload: &Payload, id: &str) -> anyhow::Result<()> {
+        let mut command = self.command();
+        command.args(["run", "-d", "--null-io"]);
+        if let Some(runtime) = payload.runtime {
+            command.args(["--runtime", runtime]);
+        }
+        command.args([&payload.image, id]).args(&payload.args);
+        check(command, &format!("ctr run -d {} {id}", payload.image))
+    }
+
+    /// `ctr task exec --exec-id EXEC ID ARGS...`; returns the wall time. Fails when the
+    /// exec does not exit 0.
+    pub fn exec(&self, id: &str, exec_id: &str, args: &[&str]) -> anyhow::Result<Duration> {
+        let mut command = self.command();
+        command
+            .args(["task", "exec", "--fifo-dir"])
+            .arg(&self.fifo_dir)
+            .args(["--exec-id", exec_id, id])
+            .args(args);
+        let began = Instant::now();
+        check(command, &format!("ctr task exec {id} {exec_id}"))?;
+        Ok(began.elapsed())
+    }
+
+    /// SIGKILL to task `id`, then its task and container removed.
+    pub fn kill_and_remove(&self, id: &str) -> anyhow::Result<()> {
+        let mut kill = self.command();
+        kill.args(["task", "kill", "-s", "SIGKILL", id]);
+        check(kill, &format!("ctr task kill {id}"))?;
+        let mut rm = self.command();
+        rm.args(["task", "rm", "-f", id]);
+        // The task may still be stopping: retry briefly.
+        for _ in 0..50 {
+            if rm.status().is_ok_and(|s| s.success()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut container = self.command();
+        container.args(["containers", "rm", id]);
+        check(container, &format!("ctr containers rm {id}"))
+    }
+}
+
+/// Runs `command`; fails with its stderr unless it exits 0.
+fn check(mut command: Command, what: &str) -> anyhow::Result<()> {
+    let output = command
+        .stderr(Stdio::piped())
+        .output()
+        .with_context(|| format!("running {what}"))?;
+    if !output.status.success() {
+        bail!(
+            "{what}: {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Interleaved `ctr task exec` rounds into running containers: one exec of each
+/// `(name, container, args)` per round; returns the times per target, in order.
+pub fn interleaved_execs(
+    ctr: &Ctr,
+    targets: &[(&str, &str, &[&str])],
+    rounds: usize,
+) -> anyhow::Result<Vec<Vec<Duration>>> {
+    let mut times = vec![Vec::with_capacity(rounds); targets.len()];
+    for round in 0..rounds {
+        for (i, (name, container, args)) in targets.iter().enumerate() {
+            times[i].push(ctr.exec(container, &format!("{name}-{round}"), args)?);
+        }
+    }
+    Ok(times)
+}
+
 /// Interleaved `ctr run --rm` rounds: `rounds` times one run of each payload (ids
 /// `<prefix>-<name>-<round>`); returns the times per payload, in `payloads` order.
 pub fn interleaved(
