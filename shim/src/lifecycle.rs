@@ -996,16 +996,30 @@ mod tests {
         }
     }
 
-    fn containers(fail_with: Option<&str>) -> (Arc<Containers>, Receiver<TaskEvent>) {
+    impl FakeLauncher {
+        /// Processes numbered from `first_pid`, nothing failing or blocking.
+        fn new(first_pid: u32) -> Self {
+            FakeLauncher {
+                next_pid: AtomicU32::new(first_pid),
+                fail_with: None,
+                signals: Arc::default(),
+                blocking_release: None,
+            }
+        }
+    }
+
+    /// The lifecycle over `launcher`, and the events it publishes.
+    fn containers_of(launcher: FakeLauncher) -> (Arc<Containers>, Receiver<TaskEvent>) {
         let (tx, rx) = channel();
-        let launcher = FakeLauncher {
-            next_pid: AtomicU32::new(100),
-            fail_with: fail_with.map(str::to_owned),
-            signals: Arc::default(),
-            blocking_release: None,
-        };
         let sink: Arc<dyn EventSink> = Arc::new(Mutex::new(tx));
         (Arc::new(Containers::new(Box::new(launcher), sink)), rx)
+    }
+
+    fn containers(fail_with: Option<&str>) -> (Arc<Containers>, Receiver<TaskEvent>) {
+        containers_of(FakeLauncher {
+            fail_with: fail_with.map(str::to_owned),
+            ..FakeLauncher::new(100)
+        })
     }
 
     fn request(id: &str) -> CreateRequest {
@@ -1052,16 +1066,9 @@ mod tests {
 
     #[test]
     fn pause_resume_and_kill_while_paused() {
-        let (tx, rx) = channel();
-        let signals: Arc<Mutex<Vec<(u32, u32)>>> = Arc::default();
-        let launcher = FakeLauncher {
-            next_pid: AtomicU32::new(100),
-            fail_with: None,
-            signals: signals.clone(),
-            blocking_release: None,
-        };
-        let sink: Arc<dyn EventSink> = Arc::new(Mutex::new(tx));
-        let c = Containers::new(Box::new(launcher), sink);
+        let launcher = FakeLauncher::new(100);
+        let signals = launcher.signals.clone();
+        let (c, rx) = containers_of(launcher);
         c.create(request("a")).unwrap();
         assert!(matches!(
             c.pause("a"),
@@ -1125,15 +1132,7 @@ mod tests {
 
     #[test]
     fn out_of_memory_exit_publishes_oom_before_exit() {
-        let (tx, rx) = channel();
-        let launcher = FakeLauncher {
-            next_pid: AtomicU32::new(666),
-            fail_with: None,
-            signals: Arc::default(),
-            blocking_release: None,
-        };
-        let sink: Arc<dyn EventSink> = Arc::new(Mutex::new(tx));
-        let c = Containers::new(Box::new(launcher), sink);
+        let (c, rx) = containers_of(FakeLauncher::new(666));
         c.create(request("m")).unwrap();
         c.start("m").unwrap();
         c.process_exited(666, 137);
@@ -1271,16 +1270,9 @@ mod tests {
 
     #[test]
     fn the_containers_exit_kills_its_execs_and_delete_collects_them() {
-        let (tx, rx) = channel();
-        let signals: Arc<Mutex<Vec<(u32, u32)>>> = Arc::default();
-        let launcher = FakeLauncher {
-            next_pid: AtomicU32::new(100),
-            fail_with: None,
-            signals: signals.clone(),
-            blocking_release: None,
-        };
-        let sink: Arc<dyn EventSink> = Arc::new(Mutex::new(tx));
-        let c = Arc::new(Containers::new(Box::new(launcher), sink));
+        let launcher = FakeLauncher::new(100);
+        let signals = launcher.signals.clone();
+        let (c, rx) = containers_of(launcher);
         c.create(request("a")).unwrap();
         c.start("a").unwrap();
         c.exec(exec_request("a", "e2")).unwrap();
@@ -1345,21 +1337,16 @@ mod tests {
 
     #[test]
     fn a_delete_that_blocks_does_not_stall_the_pods_other_containers() {
-        let (tx, _rx) = channel();
         let (unblock, open) = channel();
         let (entered, in_release) = channel();
         let gate = ReleaseGate {
             entered: Mutex::new(entered),
             open: Mutex::new(open),
         };
-        let launcher = FakeLauncher {
-            next_pid: AtomicU32::new(100),
-            fail_with: None,
-            signals: Arc::default(),
+        let (c, _rx) = containers_of(FakeLauncher {
             blocking_release: Some(("slow".into(), Arc::new(gate))),
-        };
-        let sink: Arc<dyn EventSink> = Arc::new(Mutex::new(tx));
-        let c = Arc::new(Containers::new(Box::new(launcher), sink));
+            ..FakeLauncher::new(100)
+        });
         c.create(request("slow")).unwrap();
         c.start("slow").unwrap();
         c.process_exited(100, 0);

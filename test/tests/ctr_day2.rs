@@ -317,6 +317,29 @@ fn shim_pids(c: &Containerd) -> BTreeSet<i32> {
     c.shim_processes().into_iter().map(|p| p.pid).collect()
 }
 
+/// The shim's processes are `before` again (within 10 s: the execs' runners are gone) and
+/// task `id` still runs.
+fn assert_execs_gone_and_task_running(
+    c: &Containerd,
+    before: &BTreeSet<i32>,
+    id: &str,
+    when: &str,
+) {
+    let gone = wait_until(Duration::from_secs(10), "the exec processes gone", || {
+        (shim_pids(c) == *before).then_some(())
+    });
+    assert!(
+        gone.is_ok(),
+        "{when}: processes left: {:?}",
+        shim_pids(c).difference(before).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        task_status(c, id),
+        "RUNNING",
+        "{when}: task {id} no longer runs"
+    );
+}
+
 /// Assert that `ctr` failed and said `wanted` (every fragment, case-insensitive).
 fn assert_refused(out: &CtrOutput, wanted: &[&str]) {
     assert!(!out.success(), "must be refused: {out}");
@@ -524,20 +547,7 @@ fn exec_runs_the_wasm_programs_of_the_image() {
             "a refused exec {id} published an exit"
         );
     }
-    let after = wait_until(Duration::from_secs(10), "the exec processes gone", || {
-        let now = shim_pids(&c);
-        (now == before).then_some(now)
-    });
-    assert!(
-        after.is_ok(),
-        "processes left by the execs: {:?}",
-        shim_pids(&c).difference(&before).collect::<Vec<_>>()
-    );
-    assert_eq!(
-        task_status(&c, "exec-main"),
-        "RUNNING",
-        "the main process after the execs"
-    );
+    assert_execs_gone_and_task_running(&c, &before, "exec-main", "after the execs");
     assert_eq!(wait_running(&c, "exec-main"), main_pid);
 
     // A Linux sidecar of the same pod: its exec runs in runc.
@@ -686,21 +696,7 @@ fn exec_killed_by_its_id_and_with_its_container() {
         "ctr tasks exec of the killed exec"
     );
     assert_eq!(wait_exec_exit(&c, "exec-kill", "long"), Some(137));
-    let gone = wait_until(
-        Duration::from_secs(10),
-        "the killed exec's processes gone",
-        || (shim_pids(&c) == before).then_some(()),
-    );
-    assert!(
-        gone.is_ok(),
-        "left by the killed exec: {:?}",
-        shim_pids(&c).difference(&before).collect::<Vec<_>>()
-    );
-    assert_eq!(
-        task_status(&c, "exec-kill"),
-        "RUNNING",
-        "killing an exec killed its container"
-    );
+    assert_execs_gone_and_task_running(&c, &before, "exec-kill", "after killing an exec");
     assert_eq!(c.exit_status("exec-kill"), None);
 
     // The main process exits: the exec still running goes with it.

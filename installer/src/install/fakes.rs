@@ -175,3 +175,16 @@ pub(super) fn files(opts: &Options) -> Vec<(PathBuf, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// The host as [`setup`] made it: the original config, no shim, no state file.
+pub(super) fn assert_as_before_the_install(opts: &Options) {
+    assert_eq!(
+        opts.host
+            .read_text("/etc/containerd/config.toml")
+            .unwrap()
+            .unwrap(),
+        ORIGINAL
+    );
+    assert!(!opts.host.exists(opts.shim_target()));
+    assert!(!opts.host.exists(&opts.state_file));
+}

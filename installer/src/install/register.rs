@@ -93,21 +93,27 @@ pub fn install(opts: &Options, seams: &Seams<'_>) -> Result<Report, Error> {
     let backup = Path::new(BACKUP_DIR).join(SHIM_BINARY);
     let target = opts.shim_target();
 
+    // The shim copied over (or, dry, what would be): the hash recorded last time says
+    // whether the binary there is ours to replace without a backup.
+    let ours = previous
+        .as_ref()
+        .and_then(|s| s.shim.as_ref())
+        .map(|s| s.sha256.as_str());
+    let copy_shim = |source: &Path, dry_run: bool| {
+        shimfile::install_shim(
+            host,
+            source,
+            expected.as_deref(),
+            &target,
+            ours,
+            &backup,
+            dry_run,
+        )
+    };
+
     if opts.dry_run {
         if let Some(source) = &opts.shim_source {
-            let ours = previous
-                .as_ref()
-                .and_then(|s| s.shim.as_ref())
-                .map(|s| s.sha256.as_str());
-            let result = shimfile::install_shim(
-                host,
-                source,
-                expected.as_deref(),
-                &target,
-                ours,
-                &backup,
-                true,
-            )?;
+            let result = copy_shim(source, true)?;
             report.shim_changed = result.changed;
         }
         log::info!(
@@ -143,20 +149,7 @@ pub fn install(opts: &Options, seams: &Seams<'_>) -> Result<Report, Error> {
         .clone()
         .unwrap_or_else(|| new_state(&detected, version));
     if let Some(source) = &opts.shim_source {
-        let ours = previous
-            .as_ref()
-            .and_then(|s| s.shim.as_ref())
-            .map(|s| s.sha256.as_str());
-        let result = shimfile::install_shim(
-            host,
-            source,
-            expected.as_deref(),
-            &target,
-            ours,
-            &backup,
-            false,
-        )
-        .map_err(|e| undo(e.into(), false))?;
+        let result = copy_shim(source, false).map_err(|e| undo(e.into(), false))?;
         report.shim_changed = result.changed;
         let keep_backup = st.shim.as_ref().and_then(|s| s.backup.clone());
         st.shim = Some(ShimRecord {
@@ -241,7 +234,7 @@ fn new_state(detected: &Detected, version: ConfigVersion) -> InstallState {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fakes::{ORIGINAL, files, setup};
+    use super::super::fakes::{ORIGINAL, assert_as_before_the_install, files, setup};
     use super::*;
 
     #[test]
@@ -379,15 +372,7 @@ mod tests {
             r.diff
         );
         assert!(f.take().is_empty());
-        assert_eq!(
-            opts.host
-                .read_text("/etc/containerd/config.toml")
-                .unwrap()
-                .unwrap(),
-            ORIGINAL
-        );
-        assert!(!opts.host.exists(opts.shim_target()));
-        assert!(!opts.host.exists(&opts.state_file));
+        assert_as_before_the_install(&opts);
     }
 
     #[test]

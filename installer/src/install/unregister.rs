@@ -147,7 +147,7 @@ pub fn uninstall(opts: &Options, seams: &Seams<'_>) -> Result<Report, Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fakes::{ORIGINAL, files, setup};
+    use super::super::fakes::{assert_as_before_the_install, files, setup};
     use super::super::install;
     use super::*;
     use crate::tasks::ShimTask;
@@ -190,15 +190,7 @@ mod tests {
                 "probe present=false"
             ]
         );
-        assert_eq!(
-            opts.host
-                .read_text("/etc/containerd/config.toml")
-                .unwrap()
-                .unwrap(),
-            ORIGINAL
-        );
-        assert!(!opts.host.exists(opts.shim_target()));
-        assert!(!opts.host.exists(&opts.state_file));
+        assert_as_before_the_install(&opts);
         // Nothing recorded any more: a second uninstall only makes sure the label is gone.
         let r = uninstall(&opts, &f.seams()).unwrap();
         assert!(!r.restarted);

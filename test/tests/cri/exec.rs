@@ -174,24 +174,11 @@ pub fn exec_sync_runs_wasm_programs(n: &Node, version: ContainerdVersion) {
         other => panic!("{version}: ExecSync of sh must be refused: {other:?}"),
     }
 
-    let left = node::wait_until(
-        Duration::from_secs(10),
-        || {
-            shim_pids(n)
-                .difference(&before)
-                .copied()
-                .collect::<Vec<_>>()
-        },
-        Vec::is_empty,
-    );
-    assert!(
-        left.is_empty(),
-        "{version}: processes left by the execs: {left:?}"
-    );
-    assert_eq!(
-        n.cri.container_status(&id).expect("status").state,
-        api::ContainerState::ContainerRunning as i32,
-        "{version}: the main container after the execs"
+    assert_execs_gone_and_container_running(
+        n,
+        &before,
+        &id,
+        &format!("{version}: the main container after the execs"),
     );
 
     // A Linux sidecar of the same pod: its exec runs in runc.
@@ -251,24 +238,11 @@ pub fn exec_sync_timeout_and_container_stop(n: &Node, version: ContainerdVersion
         took >= timeout && took < timeout + Duration::from_secs(15),
         "{version}: ExecSync with a {timeout:?} timeout took {took:?}"
     );
-    let left = node::wait_until(
-        Duration::from_secs(10),
-        || {
-            shim_pids(n)
-                .difference(&before)
-                .copied()
-                .collect::<Vec<_>>()
-        },
-        Vec::is_empty,
-    );
-    assert!(
-        left.is_empty(),
-        "{version}: the timed-out exec left {left:?}"
-    );
-    assert_eq!(
-        n.cri.container_status(&id).expect("status").state,
-        api::ContainerState::ContainerRunning as i32,
-        "{version}: the main container after the timed-out exec"
+    assert_execs_gone_and_container_running(
+        n,
+        &before,
+        &id,
+        &format!("{version}: the main container after the timed-out exec"),
     );
 
     // A probe in flight while kubelet stops the container: a second connection, as
@@ -300,4 +274,24 @@ pub fn exec_sync_timeout_and_container_stop(n: &Node, version: ContainerdVersion
         "{version}: ExecSync in flight at stop answered after {took:?} (its timeout: 30 s)"
     );
     n.teardown(&pod);
+}
+
+/// Every process the execs made is gone (within 10 s) and container `id` still runs.
+fn assert_execs_gone_and_container_running(
+    n: &Node,
+    before: &BTreeSet<i32>,
+    id: &str,
+    after: &str,
+) {
+    let left = node::wait_until(
+        Duration::from_secs(10),
+        || shim_pids(n).difference(before).copied().collect::<Vec<_>>(),
+        Vec::is_empty,
+    );
+    assert!(left.is_empty(), "{after}: processes left: {left:?}");
+    assert_eq!(
+        n.cri.container_status(id).expect("status").state,
+        api::ContainerState::ContainerRunning as i32,
+        "{after}: the container is not running"
+    );
 }
