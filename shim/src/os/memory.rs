@@ -27,8 +27,8 @@ pub fn one_arena_while_preparing() {
 
 /// Gives the free pages of the C allocator's arenas back to the kernel (glibc's
 /// `malloc_trim(0)`: `madvise(MADV_DONTNEED)` on whole free pages, `brk` at the top).
-/// Returns whether anything was released. Other C libraries return free memory on
-/// their own; there it does nothing.
+/// Returns whether anything was released. On musl (the static build, whose Rust
+/// allocator is mimalloc) it is `mi_collect(true)`; elsewhere it does nothing.
 pub fn release_free_memory() -> bool {
     #[cfg(target_env = "gnu")]
     {
@@ -43,7 +43,19 @@ pub fn release_free_memory() -> bool {
             released
         }
     }
-    #[cfg(not(target_env = "gnu"))]
+    #[cfg(target_env = "musl")]
+    {
+        // The static build's allocator (mimalloc, see main.rs) keeps freed pages committed
+        // for reuse until told otherwise.
+        unsafe extern "C" {
+            /// mimalloc's collection: with `force`, frees and decommits every free page.
+            fn mi_collect(force: bool);
+        }
+        // SAFETY: mi_collect takes no pointers; mimalloc is this process's allocator.
+        unsafe { mi_collect(true) };
+        true
+    }
+    #[cfg(not(any(target_env = "gnu", target_env = "musl")))]
     {
         false
     }
