@@ -162,6 +162,11 @@ fn assert_version_names_target(runner: Option<&str>, triple: &str) {
         stdout.lines().any(|l| l.trim() == want),
         "--version printed no `{want}` line:\n{stdout}"
     );
+    assert!(
+        stdout.lines().any(|l| l.trim().starts_with("build: ")
+            && l.contains(", libc musl static, libseccomp static, ")),
+        "--version does not say it is static:\n{stdout}"
+    );
 }
 
 /// `<shim> --self-check` (build wasmtime's engines, compile a WASI module with Cranelift
