@@ -17,7 +17,7 @@ build:
 # cargo-zigbuild, libseccomp from Debian's source, all cached under ~/.cache/wasmpod). Dev
 # builds, part of `make test`: x86_64 in the dev profile (the ctr, CRI and installer suites
 # run against it), aarch64 with its dependencies at opt-level 0 (it only runs under qemu).
-# Cold, about 14 min on 2 cores (once: the target dir is cached); warm, about 1 min.
+# Cold, about 25 CPU-minutes for both (once: the target dir is cached); after a change, ~1 min.
 STATIC_SHIM = $(CARGO_TARGET_DIR)/x86_64-unknown-linux-musl/debug/containerd-shim-wasmpod-v1
 static:
 	scripts/build-static.sh build x86_64-unknown-linux-musl >/dev/null

@@ -153,7 +153,7 @@ cmd_build() {
   dev) ;;
   # The dev profile with every dependency at opt-level 0 instead of 2: the aarch64 build
   # `make test` only runs under qemu (--version, --self-check), where the speed of
-  # wasmtime's own code does not matter, and it compiles in a third of the time.
+  # wasmtime's own code does not matter, and it compiles in less CPU time (cold, 12 min).
   dev-o0) cargo_profile=dev config=(--config 'profile.dev.package."*".opt-level=0') ;;
   release) dir=release ;;
   *) echo "build-static: unknown profile $profile (dev, dev-o0, release)" >&2 && exit 2 ;;
