@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building and testing wasmpod needs on Debian 12, only what is missing:
 # containerd, runc and busybox-static (tests and the demo), curl and iproute2 (wasi:http
-# tests in their own netns), protobuf-compiler (the CRI
-# client's protos), containernetworking-plugins (the `loopback` CNI plugin of the CRI
-# tests), libseccomp-dev (the shim's seccomp filters, linked statically), the wasm32-wasip1 / wasm32-wasip2 Rust targets (test guests), and the cached
-# containerd 1.7 / 2.1 binaries of the CRI suite (scripts/fetch-containerd.sh). Safe to
-# run again.
+# tests in their own netns), protobuf-compiler (the CRI client's protos),
+# containernetworking-plugins (the `loopback` CNI plugin of the CRI tests), libseccomp-dev
+# (the shim's seccomp filters, linked statically), qemu-user-static and file (run and
+# inspect the static builds in the tests), the wasm32-wasip1 / wasm32-wasip2 Rust targets
+# (test guests), and the cached containerd 1.7 / 2.1 binaries of the CRI suite
+# (scripts/fetch-containerd.sh). Safe to run again.
 set -euo pipefail
 
 missing=()
@@ -21,6 +22,10 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2) # test network namespaces
 dpkg-query -W -f='${Status}' libseccomp-dev 2>/dev/null | grep -q 'install ok installed' \
   || missing+=(libseccomp-dev)
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry) # the image tests' local registry
+# test/tests/static_build.rs: the aarch64 static shim's --version, and file(1)'s word on
+# every static binary.
+command -v qemu-aarch64-static >/dev/null 2>&1 || missing+=(qemu-user-static)
+command -v file >/dev/null 2>&1 || missing+=(file)
 if ((${#missing[@]})); then
   sudo=""
   [[ $(id -u) -eq 0 ]] || sudo="sudo"

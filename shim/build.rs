@@ -111,10 +111,16 @@ fn build_facts() -> String {
     let profile = std::env::var("PROFILE").unwrap_or_else(|_| "unknown".to_owned());
     let env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
     let libc = if env.is_empty() { "unknown" } else { &env };
+    // Cargo lists `crt-static` in CARGO_CFG_TARGET_FEATURE only when RUSTFLAGS ask for it,
+    // not when it is the target's default (musl, unless `-crt-static`).
     let crt_static = std::env::var("CARGO_CFG_TARGET_FEATURE")
         .unwrap_or_default()
         .split(',')
-        .any(|f| f == "crt-static");
+        .any(|f| f == "crt-static")
+        || (env == "musl"
+            && !std::env::var("CARGO_ENCODED_RUSTFLAGS")
+                .unwrap_or_default()
+                .contains("-crt-static"));
     println!("cargo:rerun-if-env-changed=LIBSECCOMP_LINK_TYPE");
     let seccomp = match std::env::var("LIBSECCOMP_LINK_TYPE").as_deref() {
         Ok("static") => "static",

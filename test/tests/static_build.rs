@@ -1,14 +1,13 @@
 //! The static builds of issue 14 (`scripts/build-static.sh`): the shim and the installer,
 //! for x86_64 and aarch64, are ELF executables for their machine with no interpreter
 //! (`PT_INTERP`) and no shared library (`DT_NEEDED`), so they run on any node whatever its
-//! libc; and each shim runs and names its target (the aarch64 one under qemu-user).
+//! libc; and each shim runs, names its target and passes its `--self-check` (compiles and
+//! runs a wasm module), the aarch64 one under qemu-user.
 //!
-//! Not part of `make test` yet: the cold musl builds take 15-20 min per target on 2 cores,
-//! more than CI's budget allows next to everything else. `make static test-static` builds
-//! them and runs these (ignored here, so `cargo test --workspace` does not fail for want
-//! of the binaries; run alone without the builds, they fail naming the command). The glibc
-//! build of the tests themselves is the negative control: the same check must call it
-//! dynamic (that one runs in `make test`).
+//! `make test` builds both (`make static`) and runs these with `--ignored`; they are ignored
+//! in a plain `cargo test`, which builds no static binary (run alone without the builds,
+//! they fail naming the command). The glibc build of the tests themselves is the negative
+//! control: the same check must call it dynamic.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,6 +18,9 @@ use wasmpod_test::containerd::{STATIC_TARGETS, locate_static_binary};
 
 const SHIM: &str = "containerd-shim-wasmpod-v1";
 const INSTALLER: &str = "wasmpod-installer";
+/// Debian's qemu-user-static (scripts/setup.sh), called directly: no binfmt registration
+/// needed.
+const QEMU_AARCH64: &str = "qemu-aarch64-static";
 
 /// What makes an executable static or not, read from its ELF headers.
 #[derive(Debug)]
@@ -99,13 +101,13 @@ fn assert_static_build(triple: &str, machine: u16) {
 }
 
 #[test]
-#[ignore = "needs `make static` (run by `make test-static`)"]
+#[ignore = "needs `make static` (run by `make test`)"]
 fn x86_64_build_is_static() {
     assert_static_build(STATIC_TARGETS[0], elf::EM_X86_64);
 }
 
 #[test]
-#[ignore = "needs `make static` (run by `make test-static`)"]
+#[ignore = "needs `make static` (run by `make test`)"]
 fn aarch64_build_is_static() {
     assert_static_build(STATIC_TARGETS[1], elf::EM_AARCH64);
 }
@@ -126,8 +128,9 @@ fn a_glibc_binary_is_seen_as_dynamic() {
     assert!(!linkage.is_static());
 }
 
-/// `<shim> --version` through `runner` (none: run natively) exits 0 and names `triple`.
-fn assert_version_names_target(runner: Option<&str>, triple: &str) {
+/// Run the static shim of `triple` with `arg`, through `runner` (none: natively); its
+/// stdout, after asserting it exited 0.
+fn run_shim(runner: Option<&str>, triple: &str, arg: &str) -> String {
     let shim = static_binary(triple, SHIM);
     let mut cmd = match runner {
         Some(r) => {
@@ -137,32 +140,67 @@ fn assert_version_names_target(runner: Option<&str>, triple: &str) {
         }
         None => Command::new(&shim),
     };
+    cmd.arg(arg);
     let out = cmd
-        .arg("--version")
         .output()
         .unwrap_or_else(|e| panic!("run {cmd:?}: {e} (qemu-user-static: scripts/setup.sh)"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{cmd:?}: {}\nstdout: {stdout}\nstderr: {}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+/// `<shim> --version` exits 0 and names `triple`.
+fn assert_version_names_target(runner: Option<&str>, triple: &str) {
+    let stdout = run_shim(runner, triple, "--version");
     let want = format!("target: {triple}");
     assert!(
         stdout.lines().any(|l| l.trim() == want),
-        "{cmd:?} printed no `{want}` line:\n{stdout}"
+        "--version printed no `{want}` line:\n{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.trim().starts_with("build: ")
+            && l.contains(", libc musl static, libseccomp static, ")),
+        "--version does not say it is static:\n{stdout}"
+    );
+}
+
+/// `<shim> --self-check` (build wasmtime's engines, compile a WASI module with Cranelift
+/// for the binary's own machine, run the generated code) passes and names `triple`.
+fn assert_self_check_passes(runner: Option<&str>, triple: &str) {
+    let stdout = run_shim(runner, triple, "--self-check");
+    assert!(
+        stdout.starts_with("self-check: ok (") && stdout.contains(&format!(", {triple}, ")),
+        "--self-check printed {stdout:?}"
     );
 }
 
 #[test]
-#[ignore = "needs `make static` (run by `make test-static`)"]
+#[ignore = "needs `make static` (run by `make test`)"]
 fn x86_64_shim_runs_and_names_its_target() {
     assert_version_names_target(None, STATIC_TARGETS[0]);
 }
 
 #[test]
-#[ignore = "needs `make static` (run by `make test-static`)"]
+#[ignore = "needs `make static` (run by `make test`)"]
 fn aarch64_shim_runs_under_qemu_and_names_its_target() {
-    assert_version_names_target(Some("qemu-aarch64-static"), STATIC_TARGETS[1]);
+    assert_version_names_target(Some(QEMU_AARCH64), STATIC_TARGETS[1]);
+}
+
+#[test]
+#[ignore = "needs `make static` (run by `make test`)"]
+fn x86_64_shim_passes_its_self_check() {
+    assert_self_check_passes(None, STATIC_TARGETS[0]);
+}
+
+/// Cranelift's aarch64 code, wasmtime's trap handling and the pooling allocator's address
+/// space reservation, as the musl build has them, on an emulated aarch64.
+#[test]
+#[ignore = "needs `make static` (run by `make test`)"]
+fn aarch64_shim_compiles_and_runs_wasm_under_qemu() {
+    assert_self_check_passes(Some(QEMU_AARCH64), STATIC_TARGETS[1]);
 }
