@@ -217,3 +217,15 @@ pub fn namespaces(pid: u32) -> Vec<(String, String)> {
     all.sort();
     all
 }
+
+/// The state column of `ctr tasks ls` for `id`.
+pub fn task_status(c: &Containerd, id: &str) -> String {
+    let ls = c.ctr(["tasks", "ls"]).expect("ctr tasks ls");
+    ls.stdout_lines()
+        .into_iter()
+        .find_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.first() == Some(&id)).then(|| cols.get(2).unwrap_or(&"").to_string())
+        })
+        .unwrap_or_else(|| panic!("task {id} not listed: {ls}"))
+}
