@@ -105,6 +105,18 @@ pub trait ContainerProcess: Send {
     fn exec_launcher(&self) -> TaskResult<std::sync::Arc<dyn ExecLauncher>>;
 }
 
+/// Sends `signal` to a container's or an exec's process (through its pidfd when there is
+/// one); `what` names it in the error. `Ok(false)` when it is already gone.
+pub fn signal_process(
+    pidfd: Option<&Pidfd>,
+    pid: u32,
+    signal: u32,
+    what: &str,
+) -> TaskResult<bool> {
+    crate::os::signals::send_to(pidfd, pid, signal)
+        .map_err(|e| TaskError::internal(format!("{what}: signal {signal} to pid {pid}"), e))
+}
+
 /// What every container process has: its id, its pid and, usually, its cgroup. The kinds
 /// of [`ContainerProcess`] delegate signals, pids and usage to it.
 #[derive(Debug)]
@@ -135,12 +147,12 @@ impl ProcessCore {
     }
 
     pub fn signal(&self, signal: u32) -> TaskResult<bool> {
-        crate::os::signals::send_to(self.pidfd.as_deref(), self.pid, signal).map_err(|e| {
-            TaskError::internal(
-                format!("container {}: signal {signal} to pid {}", self.id, self.pid),
-                e,
-            )
-        })
+        signal_process(
+            self.pidfd.as_deref(),
+            self.pid,
+            signal,
+            &format!("container {}", self.id),
+        )
     }
 
     pub fn pids(&self) -> Vec<u32> {

@@ -347,15 +347,17 @@ impl ExecProcess for RuncExec {
         if self.pid == 0 {
             return Ok(false);
         }
-        crate::os::signals::send_to(self.pidfd.as_ref(), self.pid, signal).map_err(|e| {
-            TaskError::internal(
-                format!(
-                    "container {} exec {}: signal {signal} to pid {}",
-                    self.request.container_id, self.request.exec_id, self.pid
-                ),
-                e,
-            )
-        })
+        let ExecRequest {
+            container_id,
+            exec_id,
+            ..
+        } = &self.request;
+        super::signal_process(
+            self.pidfd.as_ref(),
+            self.pid,
+            signal,
+            &format!("container {container_id} exec {exec_id}"),
+        )
     }
 
     fn release(&mut self) {

@@ -366,15 +366,12 @@ impl ExecProcess for RunnerExec {
     }
 
     fn signal(&self, signal: u32) -> TaskResult<bool> {
-        crate::os::signals::send_to(self.pidfd.as_ref(), self.pid, signal).map_err(|e| {
-            TaskError::internal(
-                format!(
-                    "container {} exec {}: signal {signal} to pid {}",
-                    self.container_id, self.exec_id, self.pid
-                ),
-                e,
-            )
-        })
+        crate::process::signal_process(
+            self.pidfd.as_ref(),
+            self.pid,
+            signal,
+            &format!("container {} exec {}", self.container_id, self.exec_id),
+        )
     }
 
     fn output(&self) -> Option<Arc<OutputDrain>> {

@@ -80,7 +80,6 @@ pub fn create(
         mounted_rootfs,
     } = resolved;
     let cgroup = create_cgroup(id, &spec)?;
-    let container_spec = spec.clone();
     let runner_request = RunnerRequest {
         build: super::protocol::this_build(),
         id: id.clone(),
@@ -121,7 +120,9 @@ pub fn create(
                     pidfd: core.pidfd.clone(),
                     cgroup: core.cgroup.clone(),
                     bundle: request.bundle.clone(),
-                    spec: container_spec,
+                    // Moved out of the request, not cloned: a spec with a seccomp profile
+                    // is large, and Create is the hot path.
+                    spec: runner_request.spec,
                     settings: settings.clone(),
                 })
             });
