@@ -106,7 +106,9 @@ fn cargo_features() -> String {
 }
 
 /// The `build:` line: the profile and the link facts a node cares about (which libc, linked
-/// statically or not; how libseccomp is linked; no PIE).
+/// statically or not; how libseccomp is linked). Whether the executable is position
+/// independent is read from the binary itself at run time (`version::load_address`): the
+/// linker decides it (a musl build linked by zig is a fixed-address executable).
 fn build_facts() -> String {
     let profile = std::env::var("PROFILE").unwrap_or_else(|_| "unknown".to_owned());
     let env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
@@ -127,12 +129,7 @@ fn build_facts() -> String {
         _ => "dynamic",
     };
     format!(
-        "{profile}, libc {libc} {}, libseccomp {seccomp}, {}",
+        "{profile}, libc {libc} {}, libseccomp {seccomp}",
         if crt_static { "static" } else { "dynamic" },
-        if libc == "gnu" {
-            "no-pie"
-        } else {
-            "static-pie"
-        }
     )
 }

@@ -46,8 +46,34 @@ pub fn text() -> String {
     }
     format!(
         "{BINARY} {VERSION}\n  commit: {COMMIT}\n  wasmtime: {WASMTIME}\n  target: {TARGET}\n  \
-         features: {features}\n  build: {BUILD}\n"
+         features: {features}\n  build: {BUILD}, {}\n",
+        load_address()
     )
+}
+
+/// `no-pie` (fixed-address executable) or `pie`, from the ELF header of the running binary
+/// (`e_type`: `ET_EXEC` or `ET_DYN`); `pie unknown` when it cannot be read.
+fn load_address() -> &'static str {
+    /// Offset of `e_type` in the ELF header.
+    const E_TYPE: usize = 16;
+    let mut header = [0u8; 18];
+    let read = std::fs::File::open("/proc/self/exe")
+        .and_then(|mut exe| std::io::Read::read_exact(&mut exe, &mut header));
+    if read.is_err() || header[..4] != *b"\x7fELF" {
+        return "pie unknown";
+    }
+    // e_type is in the file's byte order (EI_DATA: 1 little, 2 big endian).
+    let e_type = [header[E_TYPE], header[E_TYPE + 1]];
+    let e_type = if header[5] == 2 {
+        u16::from_be_bytes(e_type)
+    } else {
+        u16::from_le_bytes(e_type)
+    };
+    match e_type {
+        2 => "no-pie",
+        3 => "pie",
+        _ => "pie unknown",
+    }
 }
 
 /// Print [`text`] on stdout; the process exit code (0, or 1 when stdout is closed).
@@ -82,6 +108,13 @@ mod tests {
             "{WASMTIME}"
         );
         assert!(TARGET.contains("linux"), "{TARGET}");
+    }
+
+    #[test]
+    fn load_address_is_read_from_the_running_binary() {
+        // Test binaries are linked PIE (build.rs asks `-no-pie` of the shim binary only).
+        assert_eq!(load_address(), "pie");
+        assert!(text().contains(&format!("{BUILD}, pie\n")), "{}", text());
     }
 
     #[test]

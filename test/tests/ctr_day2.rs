@@ -1,5 +1,6 @@
 //! Day-2 operations through a private containerd and `ctr` (issue 12): pause and resume,
-//! a shim binary replaced under a running pod, no output lost over many runs (exec:
+//! a shim binary replaced under a running pod, no output lost over many runs, an idle
+//! container's memory not advised into huge pages (exec:
 //! `ctr_exec.rs`). Needs what `ctr_run.rs` needs (root, containerd, runc, the built shim).
 
 use std::time::{Duration, Instant};
@@ -251,5 +252,51 @@ fn no_output_lost_over_many_runs() {
         (0, 0),
         "runs missing a line or failing, of {runs} sequential and {runs} parallel"
     );
+    assert_clean(&c);
+}
+
+/// The mappings of `pid` advised `MADV_HUGEPAGE` (`hg` in smaps' VmFlags), as
+/// `start-end: flags` lines.
+fn huge_page_advised_mappings(pid: i32) -> Vec<String> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
+    let mut range = "";
+    let mut advised = Vec::new();
+    for line in smaps.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if flags.split_whitespace().any(|f| f == "hg") {
+                advised.push(format!("{range}:{flags}"));
+            }
+        } else if !line.starts_with(|c: char| c.is_ascii_uppercase()) {
+            range = line.split_whitespace().next().unwrap_or("");
+        }
+    }
+    advised
+}
+
+/// An idle container must cost what it touches: no memory of the shim or the runner may be
+/// advised into transparent huge pages, which fault in 2 MiB at a time (the static build's
+/// allocator did this to its 1 GiB arena, and an idle container cost 14 MiB instead of 6).
+#[test]
+fn idle_shim_and_runner_map_no_huge_pages() {
+    let c = containerd();
+    let (img, entry) = wasm_image(&c, "idle-memory", p1::SLEEP);
+    run_detached(&c, &[&img, "idle-memory", &entry, "600"]);
+    let runner = i32::try_from(wait_running(&c, "idle-memory")).expect("pid");
+    let daemons = c.shim_daemons();
+    assert_eq!(daemons.len(), 1, "{daemons:#?}");
+    for (role, pid) in [("runner", runner), ("shim", daemons[0].pid)] {
+        let advised = huge_page_advised_mappings(pid);
+        assert!(
+            advised.is_empty(),
+            "{role} (pid {pid}) has mappings advised MADV_HUGEPAGE:\n{}",
+            advised.join("\n")
+        );
+    }
+    c.kill_task("idle-memory", "SIGKILL").expect("kill");
+    assert_eq!(
+        c.wait_exit("idle-memory", Duration::from_secs(30)),
+        Some(137)
+    );
+    c.delete_container("idle-memory").expect("delete");
     assert_clean(&c);
 }
