@@ -11,19 +11,32 @@ use wasmpod_shim::process::runner::child;
 use wasmpod_shim::process::runner::protocol::{PAUSE_SUBCOMMAND, RUNNER_SUBCOMMAND};
 use wasmpod_shim::{MAIN_BEGAN, RUNTIME_ID, selfcheck, shim, version};
 
-// Static (musl) builds: musl's malloc serialises wasmtime's multi-threaded allocations.
+// Static (musl) builds: mimalloc for runners and the self-check (musl's malloc serialises
+// wasmtime's multi-threaded allocations), musl's for the daemon (see `os::allocator`).
 #[cfg(target_env = "musl")]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: wasmpod_shim::os::allocator::ByRole = wasmpod_shim::os::allocator::ByRole::new();
+
+/// Roles that run wasmtime take their memory from mimalloc in the static build.
+fn allocate_for_wasmtime() {
+    #[cfg(target_env = "musl")]
+    ALLOCATOR.use_mimalloc();
+}
 
 fn main() {
     MAIN_BEGAN.get_or_init(std::time::Instant::now);
     let mut args = std::env::args_os();
     match args.nth(1).as_ref().and_then(|a| a.to_str()) {
-        Some(RUNNER_SUBCOMMAND) => std::process::exit(child::main()),
+        Some(RUNNER_SUBCOMMAND) => {
+            allocate_for_wasmtime();
+            std::process::exit(child::main())
+        }
         Some(PAUSE_SUBCOMMAND) => std::process::exit(child::pause::main()),
         Some(flag) if version::is_flag(flag) => std::process::exit(version::main()),
-        Some(selfcheck::FLAG) => std::process::exit(selfcheck::main()),
+        Some(selfcheck::FLAG) => {
+            allocate_for_wasmtime();
+            std::process::exit(selfcheck::main())
+        }
         _ => {}
     }
     // The crate's FIFO logger livelocks when the FIFO loses its reader; see `logging`.

@@ -27,8 +27,9 @@ pub fn one_arena_while_preparing() {
 
 /// Gives the free pages of the C allocator's arenas back to the kernel (glibc's
 /// `malloc_trim(0)`: `madvise(MADV_DONTNEED)` on whole free pages, `brk` at the top).
-/// Returns whether anything was released. On musl (the static build, whose Rust
-/// allocator is mimalloc) it is `mi_collect(true)`; elsewhere it does nothing.
+/// Returns whether anything was released. On musl (the static build, whose runners
+/// allocate from mimalloc, see `os::allocator`) it is `mi_collect(true)`; elsewhere it does
+/// nothing.
 pub fn release_free_memory() -> bool {
     #[cfg(target_env = "gnu")]
     {
@@ -45,13 +46,13 @@ pub fn release_free_memory() -> bool {
     }
     #[cfg(target_env = "musl")]
     {
-        // The static build's allocator (mimalloc, see main.rs) keeps freed pages committed
-        // for reuse until told otherwise.
+        // The runners' allocator in the static build (mimalloc, see `os::allocator`) keeps
+        // freed pages committed for reuse until told otherwise.
         unsafe extern "C" {
             /// mimalloc's collection: with `force`, frees and decommits every free page.
             fn mi_collect(force: bool);
         }
-        // SAFETY: mi_collect takes no pointers; mimalloc is this process's allocator.
+        // SAFETY: mi_collect takes no pointers and only touches mimalloc's own state.
         unsafe { mi_collect(true) };
         true
     }

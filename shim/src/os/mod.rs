@@ -1,6 +1,7 @@
 //! The OS layer: mounts, signals and process plumbing. Nothing here knows containerd's API
 //! or Wasm; the lifecycle code above calls these small functions.
 
+pub mod allocator;
 pub mod caps;
 pub mod cgroup;
 pub mod drain;
