@@ -9,17 +9,22 @@
 //! on all three); a version whose binaries cannot be fetched is skipped loudly, except
 //! under `CI`. Needs root, containerd, runc and the built shim (`cargo build -p
 //! containerd-shim-wasmpod`); fails with a clear message when they are missing. The
-//! harness is `ctr_run.rs`'s (a private containerd per test, leftovers checked at the end).
+//! harness is the ctr suites' (`ctr/common.rs`: a private containerd per test, leftovers
+//! checked at the end).
 
 use std::process::Command;
 use std::time::Duration;
 
 use wasmpod_fixtures::http;
 use wasmpod_test::containerd::{
-    Containerd, ContainerdVersion, CtrOutput, RUNTIME, require_root_and_containerd,
+    Containerd, ContainerdVersion, RUNTIME, require_root_and_containerd,
 };
-use wasmpod_test::image::ImageBuilder;
 use wasmpod_test::poll::wait_until;
+
+#[path = "ctr/common.rs"]
+#[allow(dead_code)] // shared with the other ctr suites, which use other helpers
+mod common;
+use common::{assert_clean, remove_failed_container, run_foreground, wasm_image};
 
 /// A private containerd of `version`, or `None` (after a loud message) when its binaries
 /// are not available outside CI.
@@ -41,50 +46,6 @@ fn containerd(version: ContainerdVersion) -> Option<Containerd> {
             panic!("start private containerd {version} with the wasmpod shim: {e:#}")
         });
     Some(c)
-}
-
-/// The wasi:http hello component as image `localhost/wasmpod/<name>:latest`; returns
-/// the reference and the entrypoint.
-fn http_image(c: &Containerd, name: &str) -> (String, String) {
-    let entry = format!("/{name}.wasm");
-    let builder = ImageBuilder::new(format!("localhost/wasmpod/{name}:latest"))
-        .platform("wasip1", "wasm")
-        .entrypoint([entry.as_str()])
-        .file(&entry, http::HELLO.to_vec(), 0o755);
-    (c.import_image(&builder).expect("import image"), entry)
-}
-
-/// `ctr run --rm --runtime <wasmpod> ARGS...` in the foreground.
-fn run_foreground(c: &Containerd, args: &[&str]) -> CtrOutput {
-    c.run([&["--rm", "--runtime", RUNTIME][..], args].concat())
-        .expect("ctr run")
-}
-
-/// Removes the container record `ctr run` may keep when task creation failed.
-fn remove_failed_container(c: &Containerd, name: &str) {
-    let ls = c.ctr(["containers", "ls", "-q"]).expect("ls");
-    if ls.stdout.lines().any(|l| l.trim() == name) {
-        let rm = c.ctr(["containers", "rm", name]).expect("rm");
-        assert!(rm.success(), "{rm}");
-    }
-}
-
-/// Nothing is left (shim process, mount, FIFO, socket, container, task) and containerd
-/// still answers.
-fn assert_clean(c: &Containerd) {
-    let left = c.wait_no_leftovers(Duration::from_secs(10));
-    assert!(left.is_empty(), "left behind:\n{left}");
-    assert!(c.is_alive(), "containerd no longer answers `ctr version`");
-    let containers = c
-        .ctr(["containers", "ls", "-q"])
-        .expect("ctr containers ls");
-    assert_eq!(
-        containers.stdout.trim(),
-        "",
-        "containers left: {containers}"
-    );
-    let tasks = c.ctr(["tasks", "ls", "-q"]).expect("ctr tasks ls");
-    assert_eq!(tasks.stdout.trim(), "", "tasks left: {tasks}");
 }
 
 /// Annotations that must fail Create, with what the error must say.
@@ -116,7 +77,7 @@ const REFUSED: &[(&str, &str, &str)] = &[
 /// annotation, its value and the problem; nothing is left and containerd still answers.
 fn out_of_range_annotations_fail_create(version: ContainerdVersion) {
     let Some(c) = containerd(version) else { return };
-    let (img, entry) = http_image(&c, "http-limits");
+    let (img, entry) = wasm_image(&c, "http-limits", http::HELLO);
     for (i, (key, value, problem)) in REFUSED.iter().enumerate() {
         let id = format!("http-bad-{i}");
         let annotation = format!("{key}={value}");
@@ -212,7 +173,7 @@ fn a_valid_header_timeout_annotation_reaches_the_server() {
         return;
     };
     let netns = TestNetns::new();
-    let (img, entry) = http_image(&c, "http-limits-ok");
+    let (img, entry) = wasm_image(&c, "http-limits-ok", http::HELLO);
     let with_ns = format!("network:{}", netns.path());
     let out = c
         .run([

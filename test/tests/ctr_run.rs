@@ -278,15 +278,6 @@ fn assert_rejected(name: &str, entry: &str, files: &[(&str, &[u8])], expect: &[&
     assert_clean(&c);
 }
 
-/// Removes the container record `ctr run` may keep when task creation failed.
-fn remove_failed_container(c: &Containerd, name: &str) {
-    let ls = c.ctr(["containers", "ls", "-q"]).expect("ls");
-    if ls.stdout.lines().any(|l| l.trim() == name) {
-        let rm = c.ctr(["containers", "rm", name]).expect("rm");
-        assert!(rm.success(), "{rm}");
-    }
-}
-
 #[test]
 fn rejects_a_file_that_is_not_wasm() {
     // Neither wasm magic, ELF nor `#!` (a shebang would make it a Linux container).

@@ -1,6 +1,6 @@
-//! What the `ctr` suites (`ctr_run.rs`, `ctr_day2.rs`) share: a private containerd, images
-//! of one `.wasm`, `ctr run` in the foreground or detached, waiting for RUNNING, and the
-//! check that nothing was left behind.
+//! What the `ctr` suites (`ctr_run.rs`, `ctr_day2.rs`, `ctr_exec.rs`, `ctr_http_limits.rs`)
+//! share: a private containerd, images of one `.wasm`, `ctr run` in the foreground or
+//! detached, waiting for RUNNING, and the check that nothing was left behind.
 
 use std::time::Duration;
 
@@ -49,6 +49,15 @@ pub fn run_foreground(c: &Containerd, args: &[&str]) -> CtrOutput {
 pub fn run_detached(c: &Containerd, args: &[&str]) {
     let out = c.run([&DETACHED[..], args].concat()).expect("ctr run -d");
     assert!(out.success(), "{out}");
+}
+
+/// Removes the container record `ctr run` may keep when task creation failed.
+pub fn remove_failed_container(c: &Containerd, name: &str) {
+    let ls = c.ctr(["containers", "ls", "-q"]).expect("ls");
+    if ls.stdout.lines().any(|l| l.trim() == name) {
+        let rm = c.ctr(["containers", "rm", name]).expect("rm");
+        assert!(rm.success(), "{rm}");
+    }
 }
 
 /// Assert nothing is left: no shim process, mount, FIFO, socket, container or task, and
