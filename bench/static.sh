@@ -5,10 +5,12 @@
 # (glibc musl, musl glibc, ...), each run with its own private containerd and fresh
 # compile cache (BENCH_SHIM picks the binary). Then a table of the figures issue 14 holds
 # to within 5%: start (ctr run hello), compile (big module, first start), idle PSS,
-# wasi:http req/s and the HTTP pod's idle PSS; medians over the rounds.
+# wasi:http req/s and the HTTP pod's idle PSS; medians over the rounds. Last, the start
+# again with the two shims alternating run by run in one containerd (bench/static-start.sh),
+# the figure least moved by the machine's load.
 #
-# Knobs (environment): STATIC_BENCH_ROUNDS (2), and bench.sh's / http.sh's own; the
-# defaults here keep a run short: BENCH_MANY=50, BENCH_FIRST_RUNS=3, BENCH_TASKS=100,
+# Knobs (environment): STATIC_BENCH_ROUNDS (2), STATIC_BENCH_START_RUNS (40), and bench.sh's
+# / http.sh's own; the defaults here keep a run short: BENCH_MANY=50, BENCH_FIRST_RUNS=3, BENCH_TASKS=100,
 # HTTP_BENCH_DURATION=10s, no `wasmtime serve` column. Needs root.
 # Output: the table on stdout; every run's JSON and log in target/bench/static/.
 set -euo pipefail
@@ -44,6 +46,10 @@ for ((round = 1; round <= rounds; round++)); do
   done
 done
 
+echo "bench-static: start of hello, the two shims alternating run by run (bench/static-start.sh)"
+bench/static-start.sh "${shim[glibc]}" "${shim[musl]}" "$out/start-interleaved.json" \
+  >"$out/start-interleaved.log" 2>&1 || { tail -n 30 "$out/start-interleaved.log" >&2; exit 1; }
+
 python3 - "$out" "$rounds" <<'PY'
 import json, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
@@ -72,5 +78,10 @@ for name, unit, get, higher in figures:
     fmt = lambda v: " ".join(f"{x:.4g}" for x in v)
     print(f"{name + ' (' + unit + ')':38} {g:10.4g} {m:10.4g} {ratio:10.3f}{'  >5% worse' if worse else ''}"
           f"  {fmt(vals['glibc'])} | {fmt(vals['musl'])}")
+interleaved = json.load(open(f"{out}/start-interleaved.json"))
+g, m = (statistics.median(interleaved[b]) for b in ("glibc", "musl"))
+name = f"start, interleaved x{len(interleaved['glibc'])} (ms)"
+print(f"{name:38} {g:10.4g} {m:10.4g} {m / g:10.3f}{'  >5% worse' if m / g > 1.05 else ''}"
+      f"  (one containerd, the shims alternating run by run)")
 PY
 echo "bench-static: runs in $out"
