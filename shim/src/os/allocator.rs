@@ -12,8 +12,12 @@
 //! docs/performance.md).
 //!
 //! Whoever allocated a block frees it: mimalloc's page map (`mi_is_in_heap_region`, a table
-//! lookup that is safe for any address) tells its blocks apart, so what a runner allocated
-//! before the switch (its arguments, the standard library's start-up) goes back to musl.
+//! lookup that reads nothing at the address) tells its blocks apart, so what a runner
+//! allocated before the switch (its arguments, the standard library's start-up) goes back
+//! to musl. The map is exact for every block mimalloc makes but one kind: an alignment
+//! above its 64 KiB slice, for which it also registers the slice past the end of the block,
+//! where musl may have mapped one of its own (found in review, reproduced against the
+//! vendored sources). Those rare layouts always come from musl ([`MIMALLOC_MAX_ALIGN`]).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,9 +25,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use mimalloc::MiMalloc;
 
 unsafe extern "C" {
-    /// Whether `p` points into memory mimalloc manages (false before its first allocation).
+    /// Whether `p` lies in a slice of mimalloc's page map (false for any address before
+    /// mimalloc registered a block).
     fn mi_is_in_heap_region(p: *const std::ffi::c_void) -> bool;
 }
+
+/// The largest alignment asked of mimalloc: its arena slice (`MI_ARENA_SLICE_SIZE`, 64 KiB
+/// on 64-bit). Above it the page map would claim a slice beyond the block (see the module
+/// documentation).
+pub const MIMALLOC_MAX_ALIGN: usize = 64 * 1024;
 
 /// musl's malloc until [`ByRole::use_mimalloc`], mimalloc after; frees go to the owner.
 pub struct ByRole {
@@ -44,8 +54,9 @@ impl ByRole {
         self.mimalloc.store(true, Ordering::Relaxed);
     }
 
-    fn new_blocks_from_mimalloc(&self) -> bool {
-        self.mimalloc.load(Ordering::Relaxed)
+    /// Whether a new block of `layout` comes from mimalloc.
+    fn takes_from_mimalloc(&self, layout: Layout) -> bool {
+        layout.align() <= MIMALLOC_MAX_ALIGN && self.mimalloc.load(Ordering::Relaxed)
     }
 }
 
@@ -67,7 +78,7 @@ unsafe impl GlobalAlloc for ByRole {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller's contract (non-zero size) passes through.
         unsafe {
-            if self.new_blocks_from_mimalloc() {
+            if self.takes_from_mimalloc(layout) {
                 MiMalloc.alloc(layout)
             } else {
                 System.alloc(layout)
@@ -78,7 +89,7 @@ unsafe impl GlobalAlloc for ByRole {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as for `alloc`.
         unsafe {
-            if self.new_blocks_from_mimalloc() {
+            if self.takes_from_mimalloc(layout) {
                 MiMalloc.alloc_zeroed(layout)
             } else {
                 System.alloc_zeroed(layout)
@@ -150,6 +161,30 @@ mod tests {
             allocator.dealloc(before_big, big);
             allocator.dealloc(after_grown, grown_layout);
             allocator.dealloc(after_big, big);
+        }
+    }
+
+    #[test]
+    fn alignments_above_a_mimalloc_slice_come_from_the_c_library() {
+        let allocator = ByRole::new();
+        allocator.use_mimalloc();
+        let at_limit = Layout::from_size_align(100 * 1024, MIMALLOC_MAX_ALIGN).unwrap();
+        let above = Layout::from_size_align(100 * 1024, 2 * MIMALLOC_MAX_ALIGN).unwrap();
+        // SAFETY: non-zero layouts, each block freed with its layout.
+        unsafe {
+            let mimalloc_block = allocator.alloc(at_limit);
+            assert!(owned_by_mimalloc(mimalloc_block));
+            let c_block = allocator.alloc_zeroed(above);
+            assert!(!owned_by_mimalloc(c_block));
+            assert_eq!(c_block as usize % above.align(), 0);
+            let grown = allocator.realloc(c_block, above, 300 * 1024);
+            assert!(!owned_by_mimalloc(grown));
+            assert_eq!(grown as usize % above.align(), 0);
+            allocator.dealloc(
+                grown,
+                Layout::from_size_align(300 * 1024, above.align()).unwrap(),
+            );
+            allocator.dealloc(mimalloc_block, at_limit);
         }
     }
 

@@ -28,8 +28,8 @@ pub fn one_arena_while_preparing() {
 /// Gives the free pages of the C allocator's arenas back to the kernel (glibc's
 /// `malloc_trim(0)`: `madvise(MADV_DONTNEED)` on whole free pages, `brk` at the top).
 /// Returns whether anything was released. On musl (the static build, whose runners
-/// allocate from mimalloc, see `os::allocator`) it is `mi_collect(true)`; elsewhere it does
-/// nothing.
+/// allocate from mimalloc, see `os::allocator`) it is `mi_collect(true)`, which says
+/// nothing back (true); elsewhere it does nothing (false).
 pub fn release_free_memory() -> bool {
     #[cfg(target_env = "gnu")]
     {
