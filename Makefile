@@ -53,11 +53,20 @@ check:
 test: setup build static lint
 	# The static builds' checks (ignored in a plain `cargo test`, which has no static build).
 	cargo test -p wasmpod-test --test static_build -- --ignored
+	# runtime-core's unit tests built for aarch64 and run under qemu (all its suites: `make
+	# test-aarch64`, about 10 min more).
+	scripts/build-static.sh test-runtime-core aarch64-unknown-linux-musl lib
 	# The containerd suites (ctr, CRI, installer) run against the x86_64 static shim, the
 	# build releases ship (WASMPOD_SHIM); the shim's own unit tests are the glibc build's.
 	WASMPOD_SHIM=$(STATIC_SHIM) cargo test --workspace
 	# The shim's tests that need root (ignored in a plain `cargo test`: `make check`).
 	cargo test -p containerd-shim-wasmpod -- --ignored --skip seccomp_cost
+
+# Every runtime-core suite (unit, guests, wasi:http) built for aarch64 and run under
+# qemu-aarch64-static; `make test` runs the unit tests only.
+.PHONY: test-aarch64
+test-aarch64: setup
+	scripts/build-static.sh test-runtime-core aarch64-unknown-linux-musl all
 
 # End-to-end on a kind cluster (needs Docker, kind, kubectl, helm; exits 2 without them).
 # Not part of `make test` / .ci/run.

@@ -4,6 +4,8 @@
 #
 #   scripts/build-static.sh setup [TRIPLE...]        toolchain + libseccomp.a, cached
 #   scripts/build-static.sh build TRIPLE [PROFILE]   cargo build of both binaries
+#   scripts/build-static.sh test-runtime-core TRIPLE [lib|all]
+#                                                    runtime-core's tests under qemu-user
 #
 # TRIPLE: x86_64-unknown-linux-musl | aarch64-unknown-linux-musl (setup: both by default);
 # PROFILE: dev (default) | dev-o0 (dev, dependencies at opt-level 0) | release. `build`
@@ -167,11 +169,49 @@ cmd_build() {
   echo "$CARGO_TARGET_DIR/$triple/$dir"
 }
 
+# runtime-core's tests built for TRIPLE (dev, dependencies at opt-level 0 as the aarch64
+# shim) and run under qemu-user-static, each from runtime-core/ as `cargo test` would: `lib`
+# runs the unit tests (engine, compile and cache, WASI context, limits: about 80 s under
+# qemu on 2 cores), `all` also the guest and wasi:http suites (about 8 min more).
+cmd_test_runtime_core() {
+  local triple=${1:?usage: build-static.sh test-runtime-core TRIPLE [lib|all]} which=${2:-lib}
+  known_triple "$triple"
+  [[ $which == lib || $which == all ]] || { echo "build-static: lib or all, not $which" >&2; exit 2; }
+  cmd_setup "$triple"
+  local arch=${triple%%-*} skip=()
+  # The one wall-clock bound in the suites (a compile past its deadline gives up within 5 s)
+  # measures qemu there, not the deadline, which is architecture-independent: native only.
+  [[ $which == all ]] && skip=(--skip a_compile_past_the_deadline_fails)
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/wasmpod/target}
+  log "cargo zigbuild --tests -p wasmpod-runtime-core --target $triple, $which run under qemu-$arch-static"
+  local tests
+  # Every test target is built (cargo-zigbuild has no `test --no-run`); `lib` runs the
+  # library's own.
+  tests=$(cd "$repo" &&
+    cargo zigbuild -q --config 'profile.dev.package."*".opt-level=0' --target "$triple" \
+      --tests -p wasmpod-runtime-core --message-format=json |
+    python3 -c '
+import json, sys
+only_lib = sys.argv[1] == "lib"
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        if not only_lib or "lib" in m["target"]["kind"]:
+            print(m["executable"])' "$which")
+  [[ -n $tests ]] || { echo "build-static: no test binary was built" >&2; exit 1; }
+  local test
+  for test in $tests; do
+    log "qemu-$arch-static $(basename "$test")"
+    (cd "$repo/runtime-core" && "qemu-$arch-static" "$test" -q --test-threads=2 "${skip[@]}")
+  done
+}
+
 case ${1:-} in
 setup) shift && cmd_setup "$@" ;;
 build) shift && cmd_build "$@" ;;
+test-runtime-core) shift && cmd_test_runtime_core "$@" ;;
 *)
-  sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
   ;;
 esac
