@@ -124,9 +124,7 @@ fn a_new_container_starts_after_the_shim_binary_is_replaced() {
         .expect("start private containerd with a copied shim");
     let (sleep_img, sleep_entry) = wasm_image(&c, "upgrade-sleep", p1::SLEEP);
     let (hello_img, hello_entry) = wasm_image(&c, "upgrade-hello", p1::HELLO);
-    let group = format!("sandbox-upgrade-{}", std::process::id());
-    c.note_group(&group);
-    let annotation = format!("io.kubernetes.cri.sandbox-id={group}");
+    let annotation = sandbox_annotation(&c, "upgrade");
     run_detached(
         &c,
         &[

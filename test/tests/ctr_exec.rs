@@ -202,15 +202,10 @@ fn exec_runs_the_wasm_programs_of_the_image() {
         &[&tool("args_env"), "a", "b c"],
     );
     assert_eq!(out.code(), Some(0), "{out}");
-    let lines = out.stdout_lines();
-    let args: Vec<&str> = lines
-        .iter()
-        .copied()
-        .filter(|l| l.starts_with("arg["))
-        .collect();
+    let args = guest_args(&out);
     let arg0 = format!("arg[0]={}", tool("args_env"));
     assert_eq!(args, [arg0.as_str(), "arg[1]=a", "arg[2]=b c"], "{out}");
-    assert!(lines.contains(&"env:FOO=bar"), "{out}");
+    assert!(out.stdout_lines().contains(&"env:FOO=bar"), "{out}");
 
     // A bare name is found in the exec's cwd, as an entrypoint is.
     let out = exec(
@@ -297,9 +292,7 @@ fn exec_runs_the_wasm_programs_of_the_image() {
     let busybox = c
         .import_image(&ImageBuilder::busybox("localhost/wasmpod/busybox:latest").expect("busybox"))
         .expect("import busybox");
-    let group = format!("sandbox-exec-{}", std::process::id());
-    c.note_group(&group);
-    let annotation = format!("io.kubernetes.cri.sandbox-id={group}");
+    let annotation = sandbox_annotation(&c, "exec");
     run_detached(
         &c,
         &[

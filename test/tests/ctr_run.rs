@@ -120,18 +120,12 @@ fn args_and_env_reach_the_guest() {
         &["--env", "FOO=bar", &img, "args-env", &entry, "a", "b c"],
     );
     assert_eq!(out.code(), Some(0), "{out}");
-    let lines = out.stdout_lines();
-    let args: Vec<&str> = lines
-        .iter()
-        .copied()
-        .filter(|l| l.starts_with("arg["))
-        .collect();
     assert_eq!(
-        args,
+        guest_args(&out),
         [format!("arg[0]={entry}").as_str(), "arg[1]=a", "arg[2]=b c"],
         "{out}"
     );
-    assert!(lines.contains(&"env:FOO=bar"), "{out}");
+    assert!(out.stdout_lines().contains(&"env:FOO=bar"), "{out}");
     assert_clean(&c);
 }
 
@@ -224,9 +218,7 @@ fn detached_sleep_killed_then_deleted() {
 fn two_containers_of_one_sandbox_share_one_shim() {
     let c = containerd();
     let (img, entry) = wasm_image(&c, "grouped", p1::SLEEP);
-    let group = format!("sandbox-{}", std::process::id());
-    c.note_group(&group);
-    let annotation = format!("io.kubernetes.cri.sandbox-id={group}");
+    let annotation = sandbox_annotation(&c, "grouped");
     for id in ["grouped-a", "grouped-b"] {
         run_detached(&c, &["--annotation", &annotation, &img, id, &entry, "600"]);
         wait_running(&c, id);

@@ -51,6 +51,23 @@ pub fn run_detached(c: &Containerd, args: &[&str]) {
     assert!(out.success(), "{out}");
 }
 
+/// The `ctr run --annotation` value that puts containers into one pod sandbox (one shim),
+/// named `sandbox-<name>-<test pid>`; the harness removes that sandbox's state at the end.
+pub fn sandbox_annotation(c: &Containerd, name: &str) -> String {
+    let group = format!("sandbox-{name}-{}", std::process::id());
+    c.note_group(&group);
+    format!("io.kubernetes.cri.sandbox-id={group}")
+}
+
+/// The `arg[N]=...` lines the args_env guest printed, in order.
+pub fn guest_args(out: &CtrOutput) -> Vec<String> {
+    out.stdout_lines()
+        .into_iter()
+        .filter(|l| l.starts_with("arg["))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Removes the container record `ctr run` may keep when task creation failed.
 pub fn remove_failed_container(c: &Containerd, name: &str) {
     let ls = c.ctr(["containers", "ls", "-q"]).expect("ls");
