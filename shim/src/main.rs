@@ -14,8 +14,10 @@ use wasmpod_shim::{MAIN_BEGAN, RUNTIME_ID, selfcheck, shim, version};
 // Static (musl) builds: mimalloc for runners and the self-check (musl's malloc serialises
 // wasmtime's multi-threaded allocations), musl's for the daemon (see `os::allocator`).
 #[cfg(target_env = "musl")]
+use wasmpod_shim::os::allocator::ByRole;
+#[cfg(target_env = "musl")]
 #[global_allocator]
-static ALLOCATOR: wasmpod_shim::os::allocator::ByRole = wasmpod_shim::os::allocator::ByRole::new();
+static ALLOCATOR: ByRole = ByRole::new();
 
 /// Roles that run wasmtime take their memory from mimalloc in the static build.
 fn allocate_for_wasmtime() {

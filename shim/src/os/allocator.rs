@@ -54,9 +54,13 @@ impl ByRole {
         self.mimalloc.store(true, Ordering::Relaxed);
     }
 
-    /// Whether a new block of `layout` comes from mimalloc.
-    fn takes_from_mimalloc(&self, layout: Layout) -> bool {
-        layout.align() <= MIMALLOC_MAX_ALIGN && self.mimalloc.load(Ordering::Relaxed)
+    /// The allocator a new block of `layout` comes from.
+    fn for_new_block(&self, layout: Layout) -> &'static dyn GlobalAlloc {
+        if layout.align() <= MIMALLOC_MAX_ALIGN && self.mimalloc.load(Ordering::Relaxed) {
+            &MiMalloc
+        } else {
+            &System
+        }
     }
 }
 
@@ -72,51 +76,36 @@ fn owned_by_mimalloc(ptr: *mut u8) -> bool {
     unsafe { mi_is_in_heap_region(ptr.cast()) }
 }
 
+/// The allocator that made the block at `ptr`.
+fn owner_of(ptr: *mut u8) -> &'static dyn GlobalAlloc {
+    if owned_by_mimalloc(ptr) {
+        &MiMalloc
+    } else {
+        &System
+    }
+}
+
 // SAFETY: every block is allocated by one of two allocators that uphold GlobalAlloc's
 // contract, and resized and freed by the one that allocated it.
 unsafe impl GlobalAlloc for ByRole {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller's contract (non-zero size) passes through.
-        unsafe {
-            if self.takes_from_mimalloc(layout) {
-                MiMalloc.alloc(layout)
-            } else {
-                System.alloc(layout)
-            }
-        }
+        unsafe { self.for_new_block(layout).alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as for `alloc`.
-        unsafe {
-            if self.takes_from_mimalloc(layout) {
-                MiMalloc.alloc_zeroed(layout)
-            } else {
-                System.alloc_zeroed(layout)
-            }
-        }
+        unsafe { self.for_new_block(layout).alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: `ptr` came from this allocator with `layout`, so from the one that owns it.
-        unsafe {
-            if owned_by_mimalloc(ptr) {
-                MiMalloc.dealloc(ptr, layout)
-            } else {
-                System.dealloc(ptr, layout)
-            }
-        }
+        unsafe { owner_of(ptr).dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: as for `dealloc`; the block stays with its owner.
-        unsafe {
-            if owned_by_mimalloc(ptr) {
-                MiMalloc.realloc(ptr, layout, new_size)
-            } else {
-                System.realloc(ptr, layout, new_size)
-            }
-        }
+        unsafe { owner_of(ptr).realloc(ptr, layout, new_size) }
     }
 }
 
